@@ -1,0 +1,360 @@
+"""Streaming trace reader.
+
+Memory does not depend on the number of rows: rows are decoded one at a time. The
+same scan serves :func:`open_trace` (stops at the first problem) and
+:func:`detllm.validate.validate_trace` (collects every problem it can).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import msgspec
+
+from ._io import DEFAULT_MAX_LINE_BYTES, LineSource
+from .errors import IncompleteTraceError, NewerMinorVersionWarning, TraceFormatError, UnsupportedVersionError
+from .trace import (
+    FOOTER_PREFIX,
+    FORMAT,
+    ROW_PREFIX,
+    SUPPORTED_MAJOR,
+    SUPPORTED_MINOR,
+    Footer,
+    Header,
+    Row,
+    footer_decoder,
+    header_decoder,
+    header_problems,
+    parse_version,
+    preamble_decoder,
+    row_decoder,
+    row_problems,
+    tag_decoder,
+)
+
+__all__ = ["TraceReader", "open_trace", "read_header"]
+
+T = TypeVar("T")
+
+
+class TraceReader:
+    """A trace opened for reading: ``header`` at once, rows by iteration.
+
+    Iterating yields :class:`~detllm.trace.Row` objects; :meth:`raw_rows` yields the
+    undecoded bytes of each row line instead. When iteration ends, ``footer`` and
+    ``complete`` say whether the trace was whole.
+
+    ``allow_incomplete``: a trace without its footer (the writer crashed) yields its
+    complete rows instead of raising :class:`~detllm.errors.IncompleteTraceError`.
+    ``verify_digest``: compare the footer's digest with the rows read.
+    ``check_rows``: apply the format's rules beyond types to every decoded row.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        allow_incomplete: bool = False,
+        verify_digest: bool = True,
+        check_rows: bool = True,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        _collect: Callable[[TraceFormatError], None] | None = None,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.allow_incomplete = allow_incomplete
+        self.verify_digest = verify_digest
+        self.check_rows = check_rows
+        self.footer: Footer | None = None
+        self.complete = False
+        self.rows_read = 0
+        self.warnings: list[str] = []
+        self.minor_is_newer = False
+        self._collect = _collect
+        self._source = LineSource(path, max_line_bytes)
+        self._lines = iter(self._source)
+        self._started = False
+        try:
+            self.header: Header = self._read_header()
+        except BaseException:
+            self._source.close()
+            raise
+
+    # -- context manager -------------------------------------------------------------
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __enter__(self) -> TraceReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- public iteration ------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Row]:
+        for line, raw, row in self._scan(decode=True):
+            assert row is not None
+            yield row
+
+    def raw_rows(self) -> Iterator[tuple[int, bytes]]:
+        """Yield ``(line_number, bytes)`` of each row line, without decoding it.
+
+        Lines in the canonical layout are recognised as rows by their first bytes
+        and are not decoded: the caller decides whether it needs their content.
+        """
+        for line, raw, _ in self._scan(decode=False):
+            yield line, raw
+
+    def decode_row(self, line: int, raw: bytes) -> Row:
+        """Decode and check one line obtained from :meth:`raw_rows`."""
+        row = self._decode(row_decoder, raw, line)
+        if self.check_rows:
+            for field, problem in row_problems(row, self.header):
+                raise TraceFormatError(self.path, line, field, problem)
+        return row
+
+    # -- internals -------------------------------------------------------------------
+
+    def _fail(self, error: TraceFormatError) -> None:
+        if self._collect is None:
+            raise error
+        self._collect(error)
+
+    def _read_header(self) -> Header:
+        try:
+            line, raw = next(self._lines)
+        except StopIteration:
+            raise TraceFormatError(self.path, 1, "-", "empty file: a trace starts with a header line") from None
+        if raw is None:
+            raise TraceFormatError(self.path, line, "-", f"line is longer than {self._source.max_line_bytes} bytes")
+        preamble = self._decode(preamble_decoder, raw, line)
+        if preamble.record != "header":
+            found = "no record field" if preamble.record is None else f"a {preamble.record!r} record"
+            raise TraceFormatError(self.path, line, "record", f"the first line must be the header, found {found}")
+        if preamble.format != FORMAT:
+            raise TraceFormatError(self.path, line, "format", f"expected {FORMAT!r}, got {preamble.format!r}")
+        version = parse_version(preamble.version)
+        if version is None:
+            raise TraceFormatError(self.path, line, "version", f"expected 'MAJOR.MINOR', got {preamble.version!r}")
+        major, minor = version
+        if major != SUPPORTED_MAJOR:
+            raise UnsupportedVersionError(
+                self.path,
+                line,
+                "version",
+                f"major version {major} is not supported (this detLLM reads {SUPPORTED_MAJOR}.x traces)",
+            )
+        if minor > SUPPORTED_MINOR:
+            self.minor_is_newer = True
+            message = (
+                f"{self.path}: trace version {preamble.version} is newer than "
+                f"{SUPPORTED_MAJOR}.{SUPPORTED_MINOR}; fields this reader does not know are ignored"
+            )
+            self.warnings.append(message)
+            warnings.warn(message, NewerMinorVersionWarning, stacklevel=3)
+        header = self._decode(header_decoder, raw, line)
+        for field, problem in header_problems(header):
+            self._fail(TraceFormatError(self.path, line, field, problem))
+        return header
+
+    def _scan(self, *, decode: bool) -> Iterator[tuple[int, bytes, Row | None]]:
+        if self._started:
+            raise RuntimeError("a TraceReader can be iterated once")
+        self._started = True
+        digest = hashlib.sha256() if self.verify_digest else None
+        seen_ids: set[str] = set()
+        last_line = 1
+        for line, raw in self._lines:
+            last_line = line
+            if raw is None:
+                limit = self._source.max_line_bytes
+                self._fail(TraceFormatError(self.path, line, "-", f"line is longer than {limit} bytes"))
+                continue
+            if self.footer is not None:
+                self._fail(TraceFormatError(self.path, line, "-", "unexpected line after the footer"))
+                continue
+            # Only the file's last line can lack its newline: a writer cut off mid-line.
+            cut = not self._source.ended_with_newline
+            kind = self._kind(raw, line, cut)
+            if kind == "row":
+                row: Row | None = None
+                if decode or cut:
+                    try:
+                        row = self.decode_row(line, raw)
+                    except TraceFormatError as error:
+                        if cut and self.allow_incomplete:
+                            break
+                        self._fail(error)
+                        self.rows_read += 1
+                        continue
+                    if decode:
+                        if row.prompt_id in seen_ids:
+                            problem = f"duplicate prompt id {row.prompt_id!r}"
+                            self._fail(TraceFormatError(self.path, line, "prompt_id", problem))
+                        seen_ids.add(row.prompt_id)
+                if digest is not None:
+                    digest.update(raw)
+                    digest.update(b"\n")
+                self.rows_read += 1
+                yield line, raw, row
+            elif kind == "footer":
+                try:
+                    footer = self._decode(footer_decoder, raw, line)
+                except TraceFormatError as error:
+                    if not (cut and self.allow_incomplete):
+                        self._fail(error)
+                    continue
+                self.footer = footer
+                self._check_footer(footer, line, digest)
+            elif kind == "header":
+                self._fail(TraceFormatError(self.path, line, "record", "a second header"))
+            elif kind is not None:
+                if not self.minor_is_newer:
+                    self._fail(TraceFormatError(self.path, line, "record", f"unknown record type {kind!r}"))
+                elif digest is not None:  # a record of a newer minor version: skipped, but covered
+                    digest.update(raw)
+                    digest.update(b"\n")
+        if self.footer is not None:
+            self.complete = True
+        elif not self.allow_incomplete:
+            self._fail(
+                IncompleteTraceError(
+                    self.path,
+                    last_line + 1,
+                    "footer",
+                    f"missing: the trace ends after {self.rows_read} rows without its footer "
+                    "(the run that wrote it did not finish, or the file was cut)",
+                )
+            )
+
+    def _kind(self, raw: bytes, line: int, cut: bool) -> str | None:
+        if raw.startswith(ROW_PREFIX):
+            return "row"
+        if raw.startswith(FOOTER_PREFIX):
+            return "footer"
+        if not raw.strip():
+            self._fail(TraceFormatError(self.path, line, "-", "empty line"))
+            return None
+        try:
+            tag = self._decode(tag_decoder, raw, line)
+        except TraceFormatError as error:
+            if not (cut and self.allow_incomplete):
+                self._fail(error)
+            return None
+        if not isinstance(tag.record, str):
+            self._fail(TraceFormatError(self.path, line, "record", "missing: every line must have a record field"))
+            return None
+        return tag.record
+
+    def _check_footer(self, footer: Footer, line: int, digest: Any) -> None:
+        if footer.rows != self.rows_read:
+            self._fail(
+                TraceFormatError(self.path, line, "rows", f"the footer says {footer.rows} rows but the trace has {self.rows_read}")
+            )
+        if digest is not None:
+            actual = "sha256:" + digest.hexdigest()
+            if footer.digest != actual:
+                self._fail(
+                    TraceFormatError(
+                        self.path, line, "digest", "does not match the rows: the trace was modified or corrupted"
+                    )
+                )
+
+    def _decode(self, decoder: msgspec.json.Decoder[T], raw: bytes, line: int) -> T:
+        try:
+            return decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            field, problem = _explain_validation(str(exc))
+        except msgspec.DecodeError as exc:
+            field, problem = _explain_malformed(raw, str(exc))
+        except UnicodeDecodeError as exc:
+            field, problem = "-", f"not valid UTF-8 (byte {exc.start})"
+        except RecursionError:
+            field, problem = "-", "nesting is too deep"
+        raise TraceFormatError(self.path, line, field, problem)
+
+
+_AT = re.compile(r"^(.*) - at `\$(.*)`$", re.DOTALL)
+_MISSING = re.compile(r"^Object missing required field `(.*)`$")
+_KEY_AT = re.compile(r"^(.*) - at `key` in `\$(.*)`$", re.DOTALL)
+
+
+def _field_path(suffix: str) -> str:
+    return suffix[1:] if suffix.startswith(".") else suffix
+
+
+def _explain_validation(message: str) -> tuple[str, str]:
+    """Turn msgspec's message into ``(field, problem)``."""
+    path = ""
+    key_match = _KEY_AT.match(message)
+    if key_match:
+        problem, path = key_match.group(1), _field_path(key_match.group(2))
+        return path or "-", f"invalid key: {_lower(problem)}"
+    at_match = _AT.match(message)
+    if at_match:
+        message, path = at_match.group(1), _field_path(at_match.group(2))
+    missing = _MISSING.match(message)
+    if missing:
+        name = missing.group(1)
+        return (f"{path}.{name}" if path else name), "missing required field"
+    if message == "Number out of range":
+        return path or "-", "number out of range (a finite number is required)"
+    return path or "-", _lower(message).replace("`", "")
+
+
+def _lower(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+class _NonFinite:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _explain_malformed(raw: bytes, message: str) -> tuple[str, str]:
+    """Say why a line is not JSON; point at a NaN or Infinity when that is why."""
+    if b"NaN" in raw or b"Infinity" in raw:
+        try:
+            value = json.loads(raw, parse_constant=_NonFinite)
+        except (ValueError, RecursionError):
+            pass
+        else:
+            found = _find_non_finite(value, "")
+            if found is not None:
+                path, name = found
+                return path or "-", f"{name} is not allowed: a finite number is required"
+    if "truncated" in message:
+        return "-", "not valid JSON: the line ends in the middle of a value"
+    detail = message.split(": ", 1)[-1]
+    return "-", f"not valid JSON ({detail})"
+
+
+def _find_non_finite(value: object, path: str) -> tuple[str, str] | None:
+    stack: list[tuple[object, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, _NonFinite):
+            return where, item.name
+        if isinstance(item, dict):
+            stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(item))))
+    return None
+
+
+def open_trace(path: str | os.PathLike[str], **options: Any) -> TraceReader:
+    """Open a trace for streaming. See :class:`TraceReader` for the options."""
+    return TraceReader(path, **options)
+
+
+def read_header(path: str | os.PathLike[str]) -> Header:
+    """Read only the header of a trace."""
+    with TraceReader(path, verify_digest=False) as reader:
+        return reader.header

@@ -1,0 +1,308 @@
+"""The trace format, version 1: its records and the rules they follow.
+
+A trace is JSON Lines: a header record, one row per generated sequence, and a footer.
+``formats/trace-v1.md`` is the normative text; the Structs here are its executable
+form, and ``tests/test_schemas.py`` keeps the two in agreement with the JSON Schemas.
+
+Schema evolution within major version 1 (see ``docs/versioning.md``): new fields get
+a default and go at the end of their record; an existing field never changes type or
+meaning; readers ignore fields they do not know.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import re
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+FORMAT = "detllm.trace"
+"""Value of the header's ``format`` field."""
+
+VERSION = "1.0"
+"""The version this module writes."""
+
+SUPPORTED_MAJOR = 1
+SUPPORTED_MINOR = 0
+
+LOGPROB_SEMANTICS = ("raw", "processed", "none")
+"""``raw``: log-softmax of the model's logits. ``processed``: after the sampling
+transforms (temperature, top-k, top-p, penalties). ``none``: not recorded."""
+
+FINISH_REASONS = ("stop", "length", "abort")
+"""``stop``: an end-of-sequence token or stop condition; ``length``: the token budget
+ran out; ``abort``: generation was cut short by the engine."""
+
+LOGPROB_TOLERANCE = 1e-4
+"""How far above 0 a recorded logprob may lie (rounding in the backend's log-softmax)."""
+
+TokenId = Annotated[int, msgspec.Meta(ge=0)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class _Record(msgspec.Struct, kw_only=True, tag_field="record"):
+    """Common base: records are tagged by their ``record`` field, written first."""
+
+
+class Software(msgspec.Struct, kw_only=True):
+    """A program and its version."""
+
+    name: str
+    version: str | None = None
+
+
+class Artifact(msgspec.Struct, kw_only=True):
+    """A model or tokenizer: what it is called and what it is.
+
+    ``fingerprint`` is a content hash such as ``sha256:<hex>`` of the files that
+    define it, so that two traces can tell "same model" from "same name".
+    """
+
+    id: str
+    revision: str | None = None
+    fingerprint: str | None = None
+
+
+class Decoding(msgspec.Struct, kw_only=True):
+    """The decoding settings the backend actually used."""
+
+    do_sample: bool
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: Count = 0
+    max_new_tokens: Positive
+    seed: int | None = None
+    extra: dict[str, Any] = {}
+
+
+class Logprobs(msgspec.Struct, kw_only=True):
+    """What the recorded logprobs mean and how many alternatives each step has."""
+
+    semantics: Literal["raw", "processed", "none"]
+    top_k: Count
+
+
+class Batch(msgspec.Struct, kw_only=True):
+    """How prompts were grouped: the batch size and how batches were composed."""
+
+    size: Positive
+    composition: str = "in-order"
+
+
+class Determinism(msgspec.Struct, kw_only=True):
+    """The determinism controls: the mode asked for, what was applied, what was not and why."""
+
+    mode: str = "off"
+    applied: dict[str, Any] = {}
+    unavailable: dict[str, str] = {}
+
+
+class Environment(msgspec.Struct, kw_only=True):
+    """The facts about the machine and its software that can explain a difference."""
+
+    fingerprint: str | None = None
+    python: str | None = None
+    platform: str | None = None
+    machine: str | None = None
+    cpu: str | None = None
+    gpu: str | None = None
+    gpu_compute_capability: str | None = None
+    driver: str | None = None
+    cuda: str | None = None
+    cudnn: str | None = None
+    libraries: dict[str, str] = {}
+    variables: dict[str, str] = {}
+
+
+class Header(_Record, kw_only=True, tag="header"):
+    """First line of a trace: everything needed to judge whether two traces compare."""
+
+    format: str = FORMAT
+    version: str = VERSION
+    producer: Software
+    created_at: str
+    backend: Software
+    model: Artifact
+    tokenizer: Artifact
+    dtype: str
+    device: str
+    decoding: Decoding
+    batch: Batch
+    logprobs: Logprobs
+    determinism: Determinism = msgspec.field(default_factory=Determinism)
+    environment: Environment = msgspec.field(default_factory=Environment)
+    backend_settings: dict[str, Any] = {}
+    labels: dict[str, str] = {}
+
+
+class Placement(msgspec.Struct, kw_only=True):
+    """Where a row sat: batch ``index`` (0-based), ``position`` in it, and its ``size``."""
+
+    index: Count
+    position: Count
+    size: Positive
+
+
+class Row(_Record, kw_only=True, tag="row"):
+    """One generated sequence.
+
+    ``top_logprobs[i]`` lists step ``i``'s most likely tokens as ``[token_id, logprob]``
+    pairs, by descending logprob and then ascending token id. ``token_texts`` maps
+    token ids that appear in the row to their text, so reports need no tokenizer.
+    """
+
+    prompt_id: str
+    input_token_ids: list[TokenId]
+    token_ids: list[TokenId]
+    logprobs: list[float] | None
+    top_logprobs: list[list[tuple[TokenId, float]]] | None
+    finish_reason: str
+    token_texts: dict[int, str] | None = None
+    prompt: str | None = None
+    batch: Placement | None = None
+
+
+class Footer(_Record, kw_only=True, tag="footer"):
+    """Last line of a complete trace: how many rows precede it and their digest.
+
+    ``digest`` is ``sha256:<hex>`` of the bytes of every row line, newlines included.
+    """
+
+    rows: Count
+    digest: str
+
+
+class _Preamble(msgspec.Struct):
+    """The part of a header that every version shares; read first to check the version."""
+
+    record: Any = None
+    format: Any = None
+    version: Any = None
+
+
+class _Tag(msgspec.Struct):
+    record: Any = None
+
+
+_encoder = msgspec.json.Encoder()
+header_decoder = msgspec.json.Decoder(Header)
+row_decoder = msgspec.json.Decoder(Row)
+footer_decoder = msgspec.json.Decoder(Footer)
+preamble_decoder = msgspec.json.Decoder(_Preamble)
+tag_decoder = msgspec.json.Decoder(_Tag)
+
+ROW_PREFIX = b'{"record":"row",'
+FOOTER_PREFIX = b'{"record":"footer",'
+
+
+def encode(record: Header | Row | Footer) -> bytes:
+    """The canonical encoding of a record, without the newline.
+
+    Keys in definition order, no whitespace, every field written, floats in their
+    shortest round-trip form. Equal records give equal bytes.
+    """
+    return _encoder.encode(record)
+
+
+_VERSION_RE = re.compile(r"^(\d+)\.(\d+)$")
+
+
+def parse_version(value: object) -> tuple[int, int] | None:
+    """``"1.0"`` -> ``(1, 0)``; None when the value is not ``MAJOR.MINOR``."""
+    if not isinstance(value, str):
+        return None
+    match = _VERSION_RE.match(value)
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2))
+
+
+def header_problems(header: Header) -> Iterator[tuple[str, str]]:
+    """Rules a decoded header must follow beyond its types, as ``(field, problem)``."""
+    try:
+        created = datetime.datetime.fromisoformat(header.created_at.replace("Z", "+00:00"))
+    except ValueError:
+        yield "created_at", f"not an RFC 3339 date-time: {header.created_at!r}"
+    else:
+        if created.tzinfo is None:
+            yield "created_at", f"has no UTC offset: {header.created_at!r}"
+    decoding = header.decoding
+    if not (math.isfinite(decoding.temperature) and decoding.temperature >= 0):
+        yield "decoding.temperature", f"must be a number >= 0, got {decoding.temperature!r}"
+    if not (0 < decoding.top_p <= 1):
+        yield "decoding.top_p", f"must be in (0, 1], got {decoding.top_p!r}"
+    if header.logprobs.semantics == "none" and header.logprobs.top_k != 0:
+        yield "logprobs.top_k", "must be 0 when logprobs.semantics is 'none'"
+
+
+def row_problems(row: Row, header: Header) -> Iterator[tuple[str, str]]:
+    """Rules a decoded row must follow beyond its types, as ``(field, problem)``."""
+    if not row.prompt_id:
+        yield "prompt_id", "must not be empty"
+    if not row.finish_reason:
+        yield "finish_reason", "must not be empty"
+    n = len(row.token_ids)
+    if n > header.decoding.max_new_tokens:
+        yield "token_ids", (
+            f"has {n} tokens, more than decoding.max_new_tokens ({header.decoding.max_new_tokens})"
+        )
+    if header.logprobs.semantics == "none":
+        if row.logprobs is not None:
+            yield "logprobs", "must be null when the header's logprobs.semantics is 'none'"
+        if row.top_logprobs is not None:
+            yield "top_logprobs", "must be null when the header's logprobs.semantics is 'none'"
+    else:
+        yield from _logprob_problems(row, header.logprobs.top_k)
+    if row.batch is not None:
+        if row.batch.position >= row.batch.size:
+            yield "batch.position", f"{row.batch.position} is outside a batch of {row.batch.size}"
+        if row.batch.size > header.batch.size:
+            yield "batch.size", f"{row.batch.size} exceeds the header's batch.size ({header.batch.size})"
+
+
+def _logprob_problems(row: Row, top_k: int) -> Iterator[tuple[str, str]]:
+    n = len(row.token_ids)
+    logprobs = row.logprobs
+    if logprobs is None:
+        yield "logprobs", "is null but the header's logprobs.semantics says they were recorded"
+    elif len(logprobs) != n:
+        yield "logprobs", f"has {len(logprobs)} entries but token_ids has {n}"
+    else:
+        for i, value in enumerate(logprobs):
+            if value > LOGPROB_TOLERANCE:
+                yield f"logprobs[{i}]", f"a logprob must not be positive, got {value!r}"
+                break
+    top = row.top_logprobs
+    if top is None:
+        yield "top_logprobs", "is null but the header's logprobs.semantics says they were recorded"
+        return
+    if len(top) != n:
+        yield "top_logprobs", f"has {len(top)} steps but token_ids has {n}"
+        return
+    for i, step in enumerate(top):
+        if len(step) > top_k:
+            yield f"top_logprobs[{i}]", f"has {len(step)} entries, more than logprobs.top_k ({top_k})"
+            return
+        previous: tuple[int, float] | None = None
+        seen: set[int] = set()
+        for j, (token, value) in enumerate(step):
+            if value > LOGPROB_TOLERANCE:
+                yield f"top_logprobs[{i}][{j}]", f"a logprob must not be positive, got {value!r}"
+                return
+            if token in seen:
+                yield f"top_logprobs[{i}][{j}]", f"token {token} is listed twice"
+                return
+            seen.add(token)
+            if previous is not None and (value > previous[1] or (value == previous[1] and token < previous[0])):
+                yield f"top_logprobs[{i}][{j}]", "entries must be sorted by descending logprob, then ascending token id"
+                return
+            previous = (token, value)
+            if logprobs is not None and len(logprobs) == n and token == row.token_ids[i] and value != logprobs[i]:
+                yield f"top_logprobs[{i}][{j}]", (
+                    f"the chosen token {token} has logprob {value!r} here but {logprobs[i]!r} in logprobs[{i}]"
+                )
+                return

@@ -1,0 +1,148 @@
+"""Streaming trace writer.
+
+Rows go to ``<path>.partial`` as they come; :meth:`TraceWriter.close` writes the
+footer, flushes to disk and renames the file to ``<path>``. A run that crashes leaves
+the ``.partial`` file: it has no footer, so every reader sees that it is incomplete,
+and ``open_trace(path, allow_incomplete=True)`` still gives its complete rows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+from .trace import Footer, Header, Row, encode, header_problems, row_problems
+
+__all__ = ["PARTIAL_SUFFIX", "TraceWriter", "write_trace"]
+
+PARTIAL_SUFFIX = ".partial"
+
+
+class TraceWriter:
+    """Write a trace row by row. Use as a context manager, or call :meth:`close`.
+
+    Rows are canonicalised before encoding (top-k entries sorted by descending
+    logprob then token id, entries of logprob -inf dropped as impossible tokens,
+    ``token_texts`` sorted by id) and checked against the format's rules: a row that
+    breaks them raises ``ValueError`` and is not written. The file is gzip-compressed
+    when ``path`` ends in ``.gz``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], header: Header) -> None:
+        problems = list(header_problems(header))
+        if problems:
+            field, problem = problems[0]
+            raise ValueError(f"invalid header: {field}: {problem}")
+        self.path = Path(path)
+        self.partial_path = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
+        self.header = header
+        self.rows_written = 0
+        self._digest = hashlib.sha256()
+        self._ids: set[str] = set()
+        self._closed = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        raw = open(self.partial_path, "wb")  # noqa: SIM115 - closed in close()
+        self._raw = raw
+        self._file: BinaryIO = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) if self.path.suffix == ".gz" else raw  # type: ignore[assignment]
+        self._file.write(encode(header) + b"\n")
+
+    def write(self, row: Row) -> None:
+        """Canonicalise, check and append one row."""
+        if self._closed:
+            raise ValueError("write to a closed TraceWriter")
+        row = canonical_row(row)
+        for field, problem in row_problems(row, self.header):
+            raise ValueError(f"row {row.prompt_id!r}: {field}: {problem}")
+        if row.prompt_id in self._ids:
+            raise ValueError(f"row {row.prompt_id!r}: prompt_id: duplicate prompt id")
+        self._ids.add(row.prompt_id)
+        line = encode(row) + b"\n"
+        self._digest.update(line)
+        self._file.write(line)
+        self.rows_written += 1
+
+    def close(self) -> Path:
+        """Write the footer, make the file durable and give it its final name."""
+        if self._closed:
+            return self.path
+        footer = Footer(rows=self.rows_written, digest="sha256:" + self._digest.hexdigest())
+        self._file.write(encode(footer) + b"\n")
+        self._finish()
+        os.replace(self.partial_path, self.path)
+        return self.path
+
+    def abandon(self) -> Path:
+        """Stop without a footer; the rows written so far stay in the ``.partial`` file."""
+        if not self._closed:
+            self._finish()
+        return self.partial_path
+
+    def _finish(self) -> None:
+        self._closed = True
+        if self._file is not self._raw:
+            self._file.close()
+        self._raw.flush()
+        os.fsync(self._raw.fileno())
+        self._raw.close()
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()
+
+
+def canonical_row(row: Row) -> Row:
+    """Return ``row`` in canonical form, raising ValueError on non-finite values."""
+    logprobs = row.logprobs
+    if logprobs is not None:
+        logprobs = [float(v) for v in logprobs]
+        for i, value in enumerate(logprobs):
+            if not math.isfinite(value):
+                raise ValueError(f"row {row.prompt_id!r}: logprobs[{i}]: {value!r} is not a finite number")
+    top = row.top_logprobs
+    if top is not None:
+        top = [_canonical_step(row.prompt_id, i, step) for i, step in enumerate(top)]
+    texts = row.token_texts
+    if texts is not None:
+        texts = {int(k): texts[k] for k in sorted(texts, key=int)}
+    return Row(
+        prompt_id=str(row.prompt_id),
+        input_token_ids=[int(t) for t in row.input_token_ids],
+        token_ids=[int(t) for t in row.token_ids],
+        logprobs=logprobs,
+        top_logprobs=top,
+        finish_reason=row.finish_reason,
+        token_texts=texts,
+        prompt=row.prompt,
+        batch=row.batch,
+    )
+
+
+def _canonical_step(prompt_id: str, index: int, step: Iterable[tuple[int, float]]) -> list[tuple[int, float]]:
+    entries: list[tuple[int, float]] = []
+    for token, value in step:
+        value = float(value)
+        if value == -math.inf:
+            continue  # probability zero: not an alternative
+        if not math.isfinite(value):
+            raise ValueError(f"row {prompt_id!r}: top_logprobs[{index}]: {value!r} is not a finite number")
+        entries.append((int(token), value))
+    entries.sort(key=lambda entry: (-entry[1], entry[0]))
+    return entries
+
+
+def write_trace(path: str | os.PathLike[str], header: Header, rows: Iterable[Row]) -> Path:
+    """Write a whole trace; returns its path. A failure leaves ``<path>.partial``."""
+    with TraceWriter(path, header) as writer:
+        for row in rows:
+            writer.write(row)
+    return writer.path
