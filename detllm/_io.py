@@ -8,7 +8,6 @@ the reader allocate more than ``max_line_bytes``.
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import zlib
 from collections.abc import Iterator
@@ -33,7 +32,9 @@ def open_binary(path: str | os.PathLike[str]) -> BinaryIO:
         raise InputError(f"{os.fspath(path)}: {exc.strerror or exc}") from None
     magic = raw.peek(2)[:2]
     if magic == GZIP_MAGIC:
-        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), buffer_size=_BUFFER)  # type: ignore[return-value]
+        # GzipFile reads ahead in small steps: damage at the end of the stream is met
+        # near the line it affects, and the rows before it stay readable.
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     return raw
 
 
@@ -44,8 +45,15 @@ class LineSource:
     newline: a trace cut off mid-write usually has not.
     """
 
-    def __init__(self, path: str | os.PathLike[str], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        *,
+        tolerate_cut_gzip: bool = False,
+    ) -> None:
         self.path = os.fspath(path)
+        self.tolerate_cut_gzip = tolerate_cut_gzip
         self.max_line_bytes = max_line_bytes
         self.line = 0
         self.ended_with_newline = True
@@ -67,8 +75,13 @@ class LineSource:
         while True:
             try:
                 data = readline(limit)
-            except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # damaged gzip stream
-                raise TraceFormatError(self.path, self.line + 1, "-", f"corrupt or truncated gzip data ({exc})") from None
+            except EOFError as exc:  # a gzip stream without its end: the writer stopped
+                if self.tolerate_cut_gzip:
+                    self.ended_with_newline = False
+                    return
+                raise TraceFormatError(self.path, self.line + 1, "-", f"truncated gzip data ({exc})") from None
+            except (gzip.BadGzipFile, zlib.error) as exc:  # damaged gzip stream
+                raise TraceFormatError(self.path, self.line + 1, "-", f"corrupt gzip data ({exc})") from None
             except OSError as exc:
                 raise InputError(f"{self.path}: {exc.strerror or exc}") from None
             if not data:

@@ -76,7 +76,7 @@ class TraceReader:
         self.warnings: list[str] = []
         self.minor_is_newer = False
         self._collect = _collect
-        self._source = LineSource(path, max_line_bytes)
+        self._source = LineSource(path, max_line_bytes, tolerate_cut_gzip=allow_incomplete)
         self._lines = iter(self._source)
         self._started = False
         try:
@@ -183,7 +183,13 @@ class TraceReader:
             # Only the file's last line can lack its newline: a writer cut off mid-line.
             cut = not self._source.ended_with_newline
             kind = self._kind(raw, line, cut)
-            if kind == "row":
+            if digest is not None and kind != "footer":
+                digest.update(raw)
+                digest.update(b"\n")
+            if kind in ("row", None):
+                if kind is None:  # undecodable: it takes a row's place in the count
+                    self.rows_read += 1
+                    continue
                 row: Row | None = None
                 if decode or cut:
                     try:
@@ -199,9 +205,6 @@ class TraceReader:
                             problem = f"duplicate prompt id {row.prompt_id!r}"
                             self._fail(TraceFormatError(self.path, line, "prompt_id", problem))
                         seen_ids.add(row.prompt_id)
-                if digest is not None:
-                    digest.update(raw)
-                    digest.update(b"\n")
                 self.rows_read += 1
                 yield line, raw, row
             elif kind == "footer":
@@ -215,12 +218,8 @@ class TraceReader:
                 self._check_footer(footer, line, digest)
             elif kind == "header":
                 self._fail(TraceFormatError(self.path, line, "record", "a second header"))
-            elif kind is not None:
-                if not self.minor_is_newer:
-                    self._fail(TraceFormatError(self.path, line, "record", f"unknown record type {kind!r}"))
-                elif digest is not None:  # a record of a newer minor version: skipped, but covered
-                    digest.update(raw)
-                    digest.update(b"\n")
+            elif not self.minor_is_newer:  # a newer minor version's records are skipped
+                self._fail(TraceFormatError(self.path, line, "record", f"unknown record type {kind!r}"))
         if self.footer is not None:
             self.complete = True
         elif not self.allow_incomplete:
@@ -274,8 +273,8 @@ class TraceReader:
             field, problem = _explain_validation(str(exc))
         except msgspec.DecodeError as exc:
             field, problem = _explain_malformed(raw, str(exc))
-        except UnicodeDecodeError as exc:
-            field, problem = "-", f"not valid UTF-8 (byte {exc.start})"
+        except UnicodeDecodeError:
+            field, problem = "-", _explain_bad_utf8(raw)
         except RecursionError:
             field, problem = "-", "nesting is too deep"
         raise TraceFormatError(self.path, line, field, problem)
@@ -332,8 +331,19 @@ def _explain_malformed(raw: bytes, message: str) -> tuple[str, str]:
                 return path or "-", f"{name} is not allowed: a finite number is required"
     if "truncated" in message:
         return "-", "not valid JSON: the line ends in the middle of a value"
-    detail = message.split(": ", 1)[-1]
+    detail = _BYTE.sub(lambda m: f"at column {int(m.group(1)) + 1}", message.split(": ", 1)[-1])
     return "-", f"not valid JSON ({detail})"
+
+
+_BYTE = re.compile(r"\(byte (\d+)\)")
+
+
+def _explain_bad_utf8(raw: bytes) -> str:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+    return "not valid UTF-8"
 
 
 def _find_non_finite(value: object, path: str) -> tuple[str, str] | None:

@@ -210,6 +210,10 @@ def encode(record: Header | Row | Footer) -> bytes:
 
 _VERSION_RE = re.compile(r"^(\d+)\.(\d+)$")
 
+CREATED_AT_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+"""RFC 3339 date-time with a UTC offset, as ``created_at`` must be written."""
+_CREATED_AT_RE = re.compile(CREATED_AT_PATTERN)
+
 
 def parse_version(value: object) -> tuple[int, int] | None:
     """``"1.0"`` -> ``(1, 0)``; None when the value is not ``MAJOR.MINOR``."""
@@ -223,13 +227,8 @@ def parse_version(value: object) -> tuple[int, int] | None:
 
 def header_problems(header: Header) -> Iterator[tuple[str, str]]:
     """Rules a decoded header must follow beyond its types, as ``(field, problem)``."""
-    try:
-        created = datetime.datetime.fromisoformat(header.created_at.replace("Z", "+00:00"))
-    except ValueError:
-        yield "created_at", f"not an RFC 3339 date-time: {header.created_at!r}"
-    else:
-        if created.tzinfo is None:
-            yield "created_at", f"has no UTC offset: {header.created_at!r}"
+    if not _valid_created_at(header.created_at):
+        yield "created_at", f"not an RFC 3339 date-time with a UTC offset: {header.created_at!r}"
     decoding = header.decoding
     if not (math.isfinite(decoding.temperature) and decoding.temperature >= 0):
         yield "decoding.temperature", f"must be a number >= 0, got {decoding.temperature!r}"
@@ -237,6 +236,16 @@ def header_problems(header: Header) -> Iterator[tuple[str, str]]:
         yield "decoding.top_p", f"must be in (0, 1], got {decoding.top_p!r}"
     if header.logprobs.semantics == "none" and header.logprobs.top_k != 0:
         yield "logprobs.top_k", "must be 0 when logprobs.semantics is 'none'"
+
+
+def _valid_created_at(value: str) -> bool:
+    if not _CREATED_AT_RE.match(value):
+        return False
+    try:
+        datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:  # well-formed but impossible, such as month 13
+        return False
+    return True
 
 
 def row_problems(row: Row, header: Header) -> Iterator[tuple[str, str]]:

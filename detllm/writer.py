@@ -66,6 +66,12 @@ class TraceWriter:
         self._file.write(line)
         self.rows_written += 1
 
+    def flush(self) -> None:
+        """Push written rows to the file, so that a crash later loses none of them."""
+        self._file.flush()
+        if self._file is not self._raw:
+            self._raw.flush()
+
     def close(self) -> Path:
         """Write the footer, make the file durable and give it its final name."""
         if self._closed:

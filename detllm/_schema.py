@@ -1,0 +1,53 @@
+"""Build the JSON Schema of trace lines from the record Structs.
+
+``formats/trace-v1.schema.json`` is this function's output, committed so that tools
+that never import detLLM can use it; ``tests/test_schemas.py`` checks that the two
+agree. Regenerate with ``python -m detllm._schema > formats/trace-v1.schema.json``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import msgspec
+import orjson
+
+from .trace import CREATED_AT_PATTERN, FORMAT, LOGPROB_TOLERANCE, SUPPORTED_MAJOR, Footer, Header, Row
+
+
+def trace_schema() -> dict[str, Any]:
+    """The schema of one trace line: a header, a row or a footer."""
+    _, components = msgspec.json.schema_components([Header, Row, Footer], ref_template="#/$defs/{name}")
+    for definition in components.values():
+        definition.pop("description", None)
+    header = components["Header"]["properties"]
+    header["format"] = {"const": FORMAT}
+    header["version"] = {"type": "string", "pattern": rf"^{SUPPORTED_MAJOR}\.[0-9]+$"}
+    header["created_at"] = {"type": "string", "format": "date-time", "pattern": CREATED_AT_PATTERN}
+    components["Header"]["required"] = sorted({*components["Header"]["required"], "format", "version"})
+
+    row = components["Row"]["properties"]
+    row["prompt_id"] = {"type": "string", "minLength": 1}
+    logprob = {"type": "number", "maximum": LOGPROB_TOLERANCE}
+    row["logprobs"]["anyOf"][0]["items"] = logprob
+    row["top_logprobs"]["anyOf"][0]["items"]["items"]["prefixItems"][1] = logprob
+    row["token_texts"]["anyOf"][0]["propertyNames"] = {"pattern": "^[0-9]+$"}
+
+    components["Footer"]["properties"]["digest"] = {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "detLLM trace, version 1: one line",
+        "description": "Each line of a trace is one of these records; see trace-v1.md for the rules "
+        "a schema cannot express (line order, footer count and digest, lengths that must agree).",
+        "oneOf": [{"$ref": "#/$defs/Header"}, {"$ref": "#/$defs/Row"}, {"$ref": "#/$defs/Footer"}],
+        "$defs": dict(sorted(components.items())),
+    }
+
+
+def main() -> None:
+    sys.stdout.buffer.write(orjson.dumps(trace_schema(), option=orjson.OPT_INDENT_2) + b"\n")
+
+
+if __name__ == "__main__":
+    main()
