@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import operator
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
@@ -280,11 +281,9 @@ def _logprob_problems(row: Row, top_k: int) -> Iterator[tuple[str, str]]:
         yield "logprobs", "is null but the header's logprobs.semantics says they were recorded"
     elif len(logprobs) != n:
         yield "logprobs", f"has {len(logprobs)} entries but token_ids has {n}"
-    else:
-        for i, value in enumerate(logprobs):
-            if value > LOGPROB_TOLERANCE:
-                yield f"logprobs[{i}]", f"a logprob must not be positive, got {value!r}"
-                break
+    elif n and max(logprobs) > LOGPROB_TOLERANCE:
+        i = next(i for i, value in enumerate(logprobs) if value > LOGPROB_TOLERANCE)
+        yield f"logprobs[{i}]", f"a logprob must not be positive, got {logprobs[i]!r}"
     top = row.top_logprobs
     if top is None:
         yield "top_logprobs", "is null but the header's logprobs.semantics says they were recorded"
@@ -292,26 +291,53 @@ def _logprob_problems(row: Row, top_k: int) -> Iterator[tuple[str, str]]:
     if len(top) != n:
         yield "top_logprobs", f"has {len(top)} steps but token_ids has {n}"
         return
+    chosen = logprobs if logprobs is not None and len(logprobs) == n else None
     for i, step in enumerate(top):
-        if len(step) > top_k:
-            yield f"top_logprobs[{i}]", f"has {len(step)} entries, more than logprobs.top_k ({top_k})"
+        if not _step_is_plainly_valid(step, top_k, row.token_ids[i], chosen[i] if chosen else None):
+            yield from _step_problems(i, step, top_k, row.token_ids[i], chosen[i] if chosen else None)
+
+
+_first = operator.itemgetter(0)
+_second = operator.itemgetter(1)
+
+
+def _step_is_plainly_valid(step: list[tuple[int, float]], top_k: int, token: int, chosen: float | None) -> bool:
+    """A fast check that passes almost every valid step; what it rejects gets the exact check."""
+    if not step:
+        return True
+    if len(step) > top_k:
+        return False
+    values = list(map(_second, step))
+    if values[0] > LOGPROB_TOLERANCE or values != sorted(values, reverse=True) or len(set(values)) != len(values):
+        return False  # ties need the token-id order check
+    ids = list(map(_first, step))
+    if len(set(ids)) != len(ids):
+        return False
+    return chosen is None or token not in ids or values[ids.index(token)] == chosen
+
+
+def _step_problems(
+    i: int, step: list[tuple[int, float]], top_k: int, token_chosen: int, chosen: float | None
+) -> Iterator[tuple[str, str]]:
+    if len(step) > top_k:
+        yield f"top_logprobs[{i}]", f"has {len(step)} entries, more than logprobs.top_k ({top_k})"
+        return
+    previous: tuple[int, float] | None = None
+    seen: set[int] = set()
+    for j, (token, value) in enumerate(step):
+        if value > LOGPROB_TOLERANCE:
+            yield f"top_logprobs[{i}][{j}]", f"a logprob must not be positive, got {value!r}"
             return
-        previous: tuple[int, float] | None = None
-        seen: set[int] = set()
-        for j, (token, value) in enumerate(step):
-            if value > LOGPROB_TOLERANCE:
-                yield f"top_logprobs[{i}][{j}]", f"a logprob must not be positive, got {value!r}"
-                return
-            if token in seen:
-                yield f"top_logprobs[{i}][{j}]", f"token {token} is listed twice"
-                return
-            seen.add(token)
-            if previous is not None and (value > previous[1] or (value == previous[1] and token < previous[0])):
-                yield f"top_logprobs[{i}][{j}]", "entries must be sorted by descending logprob, then ascending token id"
-                return
-            previous = (token, value)
-            if logprobs is not None and len(logprobs) == n and token == row.token_ids[i] and value != logprobs[i]:
-                yield f"top_logprobs[{i}][{j}]", (
-                    f"the chosen token {token} has logprob {value!r} here but {logprobs[i]!r} in logprobs[{i}]"
-                )
-                return
+        if token in seen:
+            yield f"top_logprobs[{i}][{j}]", f"token {token} is listed twice"
+            return
+        seen.add(token)
+        if previous is not None and (value > previous[1] or (value == previous[1] and token < previous[0])):
+            yield f"top_logprobs[{i}][{j}]", "entries must be sorted by descending logprob, then ascending token id"
+            return
+        previous = (token, value)
+        if chosen is not None and token == token_chosen and value != chosen:
+            yield f"top_logprobs[{i}][{j}]", (
+                f"the chosen token {token} has logprob {value!r} here but {chosen!r} in logprobs[{i}]"
+            )
+            return
