@@ -302,7 +302,11 @@ def check_directory(directory: str | os.PathLike[str]) -> Path:
 
 
 def _write_json(path: Path, value: object) -> None:
-    data = msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n"
+    _write(path, msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n")
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write ``<path>.partial``, then rename: a file that exists is whole."""
     partial = path.with_name(path.name + ".partial")
     partial.write_bytes(data)
     os.replace(partial, path)
@@ -348,7 +352,7 @@ def run(
             check_directory(directory)
             directory.mkdir(parents=True, exist_ok=True)
             _write_json(directory / RUN_CONFIG_FILE, run_config_document(config, prompts, argv))
-            (directory / ENV_FILE).write_bytes(session.environment.to_json())
+            _write(directory / ENV_FILE, session.environment.to_json())
             _write_json(directory / DETERMINISM_FILE, session.determinism.to_dict())
         captured = session.capture(
             prompts,
