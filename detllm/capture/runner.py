@@ -349,7 +349,6 @@ def run(
     )
     with session:
         if directory is not None:
-            check_directory(directory)
             directory.mkdir(parents=True, exist_ok=True)
             _write_json(directory / RUN_CONFIG_FILE, run_config_document(config, prompts, argv))
             _write(directory / ENV_FILE, session.environment.to_json())
