@@ -119,6 +119,7 @@ def test_env_works_where_torch_cannot_be_imported():
     assert document["cpu"]["torch_capability"] is None
 
 
+@pytest.mark.hf
 def test_env_asks_torch_about_cuda_when_it_can():
     pytest.importorskip("torch")
     import torch
