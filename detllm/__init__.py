@@ -4,6 +4,12 @@ The trace format and its reader, writer and validator need only orjson and msgsp
 capture backends import torch, transformers or vLLM when they run.
 """
 
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
 from .errors import (
     DetllmError,
@@ -32,6 +38,45 @@ from .trace import (
 from .validate import Finding, ValidationResult, validate_trace
 from .writer import TraceWriter, write_trace
 
+if TYPE_CHECKING:
+    from .capture.backend import Prompt
+    from .capture.env import EnvSnapshot
+    from .capture.runner import RunResult
+
+
+def run(
+    model: str,
+    prompts: Sequence[str | Prompt] | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    **settings: Any,
+) -> RunResult:
+    """Run ``model`` on ``prompts`` and return the trace (see ``docs/python_api.md``).
+
+    ``prompts``: texts (ids ``p1``, ``p2``, ...) or :class:`~detllm.capture.backend.Prompt`
+    objects; None runs the built-in prompt set. ``out``: a run directory to write,
+    as ``detllm run --out`` does; None writes nothing. ``settings`` are the fields
+    of :class:`~detllm.capture.runner.RunConfig` (``batch_size=8``, ``do_sample=True``,
+    ``mode="strict"`` ...). Global state changed by the determinism controls is
+    restored before returning.
+    """
+    from .capture.runner import RunConfig, as_prompts
+    from .capture.runner import run as run_capture
+
+    try:
+        config = RunConfig(model=model, **settings)
+    except TypeError as exc:
+        raise UsageError(f"detllm.run: {exc}") from None
+    return run_capture(config, as_prompts(prompts), out=out)
+
+
+def env(*, redact: Sequence[str] = (), use_torch: bool = True) -> EnvSnapshot:
+    """The environment snapshot that ``detllm env`` prints (see ``docs/python_api.md``)."""
+    from .capture.env import capture_environment, parse_redactions
+
+    return capture_environment(redact=parse_redactions(",".join(redact)), use_torch=use_torch)
+
+
 __all__ = [
     "Artifact",
     "Batch",
@@ -57,8 +102,10 @@ __all__ = [
     "UsageError",
     "ValidationResult",
     "__version__",
+    "env",
     "open_trace",
     "read_header",
+    "run",
     "validate_trace",
     "write_trace",
 ]

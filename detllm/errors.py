@@ -35,6 +35,17 @@ class InputError(DetllmError):
     """A file could not be opened or read (missing, unreadable, not a trace directory)."""
 
 
+class PromptFileError(InputError):
+    """A prompt file has a line that cannot be used: ``path:line: field: problem``."""
+
+    def __init__(self, path: str, line: int, field: str, problem: str) -> None:
+        self.path = path
+        self.line = line
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{path}:{line}: {field}: {problem}")
+
+
 class TraceFormatError(DetllmError):
     """A trace does not follow the trace format.
 

@@ -6,7 +6,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import CaptureError, UsageError
 from .backend import Backend
 
 BACKENDS: dict[str, str] = {
@@ -39,6 +39,10 @@ def load_backend(name: str, config: BackendConfig) -> Backend:
     except KeyError:
         raise UsageError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})") from None
     module_name, class_name = target.split(":")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        # A backend whose library is missing: one line, not a traceback.
+        raise CaptureError(f"the {name} backend cannot be loaded: {exc}") from None
     backend_class = getattr(module, class_name)
     return backend_class(config)  # type: ignore[no-any-return]

@@ -12,6 +12,8 @@ from .._version import __version__
 from ..errors import DetllmError, ExitCode
 
 COMMANDS: dict[str, str] = {
+    "run": "Run a model on prompts and record a trace.",
+    "env": "Print this machine's environment snapshot as JSON.",
     "validate": "Check trace files against the trace format.",
 }
 """Subcommand name -> one-line help. The module ``detllm.cli.<name>`` (dashes become
@@ -41,7 +43,9 @@ def _command_module(name: str):  # type: ignore[no-untyped-def]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code instead of exiting."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.command_line = ["detllm", *argv]  # recorded by commands that write what they ran
     try:
         return int(_command_module(args.command).run(args))
     except DetllmError as error:

@@ -1,0 +1,373 @@
+"""Running captures: one loaded backend, many runs, each written as its own trace.
+
+:class:`CaptureSession` applies the determinism controls, loads the backend once
+and snapshots the environment; :meth:`CaptureSession.capture` then runs the prompts
+at a batch size and batch composition and returns (and writes) one trace. A
+repeatability check is a loop over ``capture`` calls with different batch sizes,
+compositions and output paths. :func:`run` is ``detllm run``: one capture written
+to a run directory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .._version import __version__
+from ..errors import UsageError
+from ..trace import Batch, Decoding, Header, Logprobs, Placement, Row, Software, row_problems
+from ..writer import TraceWriter, canonical_row
+from .backend import Backend, Prompt
+from .determinism import DeterminismControls, DeterminismReport
+from .env import EnvSnapshot, capture_environment
+from .prompts import DEFAULT_PROMPTS, prompts_from_texts
+from .registry import BackendConfig, load_backend
+
+RUN_CONFIG_FORMAT = "detllm.run_config"
+RUN_CONFIG_VERSION = "1.0"
+
+ENV_FILE = "env.json"
+RUN_CONFIG_FILE = "run_config.json"
+DETERMINISM_FILE = "determinism_applied.json"
+TRACE_FILE = "trace.jsonl"
+
+COMPOSITIONS = ("in-order", "reversed", "shuffled:SEED")
+"""How prompts are grouped into batches: consecutive prompts (``in-order``), from the
+last prompt to the first (``reversed``), or in an order shuffled with a seed
+(``shuffled:7``). Rows are written in prompt order whatever the composition."""
+
+
+class RunConfig(msgspec.Struct, kw_only=True, frozen=True):
+    """Everything ``detllm run`` was asked to do; written to ``run_config.json``."""
+
+    model: str
+    backend: str = "hf"
+    tokenizer: str | None = None
+    revision: str | None = None
+    dtype: str = "float32"
+    device: str = "auto"
+    mode: str = "best-effort"
+    seed: int = 0
+    threads: int | None = None
+    max_new_tokens: int = 32
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    batch_size: int = 1
+    composition: str = "in-order"
+    top_logprobs: int = 5
+    logprobs: str = "raw"
+    options: dict[str, Any] = {}
+    redact: list[str] = []
+
+    def backend_config(self) -> BackendConfig:
+        return BackendConfig(
+            model=self.model,
+            tokenizer=self.tokenizer,
+            revision=self.revision,
+            dtype=self.dtype,
+            device=self.device,
+            max_batch_size=self.batch_size,
+            options=dict(self.options),
+        )
+
+    def decoding(self) -> Decoding:
+        return Decoding(
+            do_sample=self.do_sample,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            max_new_tokens=self.max_new_tokens,
+            seed=self.seed,
+        )
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One captured trace: its header, its rows (unless not kept) and where it was written."""
+
+    header: Header
+    rows: list[Row] | None
+    path: Path | None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run` did: the trace, the determinism report, the environment."""
+
+    config: RunConfig
+    header: Header
+    rows: list[Row]
+    determinism: DeterminismReport
+    environment: EnvSnapshot
+    directory: Path | None
+    """The run directory, or None when nothing was written."""
+
+    @property
+    def trace_path(self) -> Path | None:
+        return self.directory / TRACE_FILE if self.directory is not None else None
+
+
+class CaptureSession:
+    """Determinism controls, environment and a loaded backend, for many captures.
+
+    Use as a context manager: on exit the backend is closed and the global state
+    the controls changed is restored.
+    """
+
+    def __init__(
+        self,
+        config: BackendConfig,
+        *,
+        backend: str = "hf",
+        mode: str = "best-effort",
+        seed: int = 0,
+        threads: int | None = None,
+        redact: tuple[str, ...] = (),
+    ) -> None:
+        self.config = config
+        self.backend_name = backend
+        self.controls = DeterminismControls(mode, seed=seed, threads=threads, device=config.device)
+        self.redact = redact
+        self.determinism: DeterminismReport
+        self.environment: EnvSnapshot
+        self.backend: Backend
+
+    def __enter__(self) -> CaptureSession:
+        # Controls first: CUBLAS_WORKSPACE_CONFIG must be set before CUDA starts.
+        self.determinism = self.controls.apply()
+        try:
+            self.backend = load_backend(self.backend_name, self.config)
+            try:
+                self.environment = capture_environment(redact=self.redact)
+            except BaseException:
+                self.backend.close()
+                raise
+        except BaseException:
+            self.controls.restore()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.backend.close()
+        finally:
+            self.controls.restore()
+
+    def capture(
+        self,
+        prompts: Sequence[Prompt],
+        decoding: Decoding,
+        *,
+        batch_size: int,
+        composition: str = "in-order",
+        top_logprobs: int = 5,
+        logprobs: str = "raw",
+        path: str | os.PathLike[str] | None = None,
+        labels: dict[str, str] | None = None,
+        keep_rows: bool = True,
+    ) -> Capture:
+        """Run every prompt once, ``batch_size`` at a time, and record the trace.
+
+        Rows are written to ``path`` (if given) as soon as every earlier prompt's row
+        is ready; a failure leaves ``<path>.partial``.
+        """
+        _check_prompts(prompts)
+        if batch_size < 1:
+            raise UsageError(f"batch size must be at least 1, got {batch_size}")
+        if logprobs not in ("raw", "processed"):
+            raise UsageError(f"logprobs must be 'raw' or 'processed', got {logprobs!r}")
+        batches = make_batches(len(prompts), batch_size, composition)
+        resolved = self.backend.resolve_decoding(decoding)
+        self.controls.reseed()
+        header = self._header(resolved, Batch(size=batch_size, composition=composition), top_logprobs, logprobs, labels)
+        writer = TraceWriter(path, header) if path is not None else None
+        kept: list[Row] | None = [] if keep_rows else None
+        try:
+            for row in _in_prompt_order(self._generate(prompts, batches, resolved, top_logprobs, logprobs)):
+                row = canonical_row(row)
+                if writer is not None:
+                    writer.write(row)
+                else:
+                    for field, problem in row_problems(row, header):
+                        raise ValueError(f"row {row.prompt_id!r}: {field}: {problem}")
+                if kept is not None:
+                    kept.append(row)
+        except BaseException:
+            if writer is not None:
+                writer.abandon()
+            raise
+        written = writer.close() if writer is not None else None
+        return Capture(header, kept, written)
+
+    def _generate(
+        self, prompts: Sequence[Prompt], batches: list[list[int]], decoding: Decoding, top_k: int, logprobs: str
+    ) -> Iterator[tuple[int, Row]]:
+        for index, members in enumerate(batches):
+            rows = self.backend.generate([prompts[i] for i in members], decoding, top_k=top_k, logprob_mode=logprobs)  # type: ignore[arg-type]
+            for position, (prompt_index, row) in enumerate(zip(members, rows)):
+                placed = msgspec.structs.replace(row, batch=Placement(index=index, position=position, size=len(members)))
+                yield prompt_index, placed
+
+    def _header(self, decoding: Decoding, batch: Batch, top_k: int, semantics: str, labels: dict[str, str] | None) -> Header:
+        description = self.backend.describe()
+        return Header(
+            producer=Software(name="detllm", version=__version__),
+            created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            backend=description.backend,
+            model=description.model,
+            tokenizer=description.tokenizer,
+            dtype=description.dtype,
+            device=description.device,
+            decoding=decoding,
+            batch=batch,
+            logprobs=Logprobs(semantics=semantics, top_k=top_k),  # type: ignore[arg-type]
+            determinism=self.determinism.to_header(),
+            environment=self.environment.to_header(),
+            backend_settings=description.settings,
+            labels=dict(labels or {}),
+        )
+
+
+def make_batches(count: int, batch_size: int, composition: str) -> list[list[int]]:
+    """Prompt indices grouped into batches, following ``composition``."""
+    order = list(range(count))
+    if composition == "reversed":
+        order.reverse()
+    elif composition.startswith("shuffled:"):
+        try:
+            seed = int(composition.removeprefix("shuffled:"))
+        except ValueError:
+            raise UsageError(f"batch composition {composition!r}: the shuffle seed must be an integer") from None
+        random.Random(seed).shuffle(order)
+    elif composition != "in-order":
+        raise UsageError(f"unknown batch composition {composition!r} (choose from {', '.join(COMPOSITIONS)})")
+    return [order[i : i + batch_size] for i in range(0, count, batch_size)]
+
+
+def _in_prompt_order(items: Iterator[tuple[int, Row]]) -> Iterator[Row]:
+    """Reorder rows by prompt index, yielding each as soon as its predecessors are out."""
+    waiting: dict[int, Row] = {}
+    next_index = 0
+    for index, row in items:
+        waiting[index] = row
+        while next_index in waiting:
+            yield waiting.pop(next_index)
+            next_index += 1
+
+
+def _check_prompts(prompts: Sequence[Prompt]) -> None:
+    if not prompts:
+        raise UsageError("no prompts to run")
+    seen: set[str] = set()
+    for prompt in prompts:
+        if not prompt.id:
+            raise UsageError("a prompt id must not be empty")
+        if prompt.id in seen:
+            raise UsageError(f"duplicate prompt id {prompt.id!r}")
+        if (prompt.text is None) == (prompt.token_ids is None):
+            raise UsageError(f"prompt {prompt.id!r} needs exactly one of text and token ids")
+        seen.add(prompt.id)
+
+
+def as_prompts(prompts: Sequence[str | Prompt] | None) -> list[Prompt]:
+    """Texts get ids ``p1``, ``p2``, ...; None means the built-in prompt set."""
+    if prompts is None:
+        return prompts_from_texts(DEFAULT_PROMPTS)
+    if isinstance(prompts, str):
+        raise UsageError("prompts must be a list of strings or Prompt objects, not one string")
+    texts = [p for p in prompts if isinstance(p, str)]
+    if texts and len(texts) != len(prompts):
+        raise UsageError("prompts must be all strings or all Prompt objects")
+    return prompts_from_texts(texts) if texts else list(prompts)  # type: ignore[arg-type]
+
+
+def check_directory(directory: str | os.PathLike[str]) -> Path:
+    """Refuse a run directory that already holds files: nothing is ever overwritten."""
+    path = Path(directory)
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"{path}: exists and is not a directory")
+        if any(path.iterdir()):
+            raise UsageError(f"{path}: directory is not empty; choose another --out or remove it")
+    return path
+
+
+def _write_json(path: Path, value: object) -> None:
+    _write(path, msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n")
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write ``<path>.partial``, then rename: a file that exists is whole."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def run_config_document(config: RunConfig, prompts: Sequence[Prompt], argv: Sequence[str] | None) -> dict[str, Any]:
+    """The content of ``run_config.json``: the settings, the prompts, the command."""
+    return {
+        "format": RUN_CONFIG_FORMAT,
+        "version": RUN_CONFIG_VERSION,
+        "command": list(argv) if argv is not None else None,
+        "config": msgspec.to_builtins(config),
+        "prompts": [
+            {"id": p.id, "prompt": p.text} if p.text is not None else {"id": p.id, "input_ids": list(p.token_ids or ())}
+            for p in prompts
+        ],
+    }
+
+
+def run(
+    config: RunConfig,
+    prompts: Sequence[Prompt],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    argv: Sequence[str] | None = None,
+) -> RunResult:
+    """One capture. With ``out``, writes the run directory: ``env.json``,
+    ``run_config.json``, ``determinism_applied.json`` and ``trace.jsonl``."""
+    prompts = list(prompts)
+    _check_prompts(prompts)
+    make_batches(len(prompts), max(config.batch_size, 1), config.composition)  # reject a bad composition early
+    directory = check_directory(out) if out is not None else None
+    session = CaptureSession(
+        config.backend_config(),
+        backend=config.backend,
+        mode=config.mode,
+        seed=config.seed,
+        threads=config.threads,
+        redact=tuple(config.redact),
+    )
+    with session:
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            _write_json(directory / RUN_CONFIG_FILE, run_config_document(config, prompts, argv))
+            _write(directory / ENV_FILE, session.environment.to_json())
+            _write_json(directory / DETERMINISM_FILE, session.determinism.to_dict())
+        captured = session.capture(
+            prompts,
+            config.decoding(),
+            batch_size=config.batch_size,
+            composition=config.composition,
+            top_logprobs=config.top_logprobs,
+            logprobs=config.logprobs,
+            path=directory / TRACE_FILE if directory is not None else None,
+        )
+    assert captured.rows is not None
+    return RunResult(
+        config=config,
+        header=captured.header,
+        rows=captured.rows,
+        determinism=session.determinism,
+        environment=session.environment,
+        directory=directory,
+    )
