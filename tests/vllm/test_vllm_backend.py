@@ -68,12 +68,9 @@ def header_for(engine, decoding: Decoding, top_k: int = K, batch_size: int = 4) 
 
 
 def test_registry_loads_the_backend(engine) -> None:
-    # The registry's entry names a real class; building a second engine is not needed.
-    from detllm.capture.vllm import VLLMBackend
-
+    # The registry's entry reaches the class; its option check runs before any engine starts.
     with pytest.raises(CaptureError, match="has no option 'bogus'"):
         load_backend("vllm", BackendConfig(model="unused", options={"bogus": 1}))
-    assert isinstance(engine, VLLMBackend)
     assert engine.name == "vllm"
 
 
