@@ -1,0 +1,161 @@
+"""Rows as the comparison reads them: decoded only as far as needed.
+
+A diverging row is decoded with each top-k step left as raw JSON: only the steps the
+analysis looks at are decoded, and only the token texts it shows are looked up.
+The checks here are the format's rules that the analysis relies on; a row that
+breaks one is reported through the reader, which names the first problem exactly.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from ..trace import LOGPROB_TOLERANCE, Header, Row, TokenId, encode
+
+Step = list[tuple[int, float]]
+
+
+class FastRow(msgspec.Struct):
+    prompt_id: str
+    input_token_ids: list[TokenId]
+    token_ids: list[TokenId]
+    logprobs: list[float] | None
+    top_logprobs: list[msgspec.Raw] | None
+    finish_reason: str
+    token_texts: msgspec.Raw = msgspec.Raw(b"null")
+    prompt: str | None = None
+
+
+class _PromptIdOnly(msgspec.Struct):
+    prompt_id: str
+
+
+fast_row_decoder = msgspec.json.Decoder(FastRow)
+prompt_id_decoder = msgspec.json.Decoder(_PromptIdOnly)
+_step_decoder = msgspec.json.Decoder(list[tuple[TokenId, float]])
+_texts_decoder = msgspec.json.Decoder(dict[int, str] | None)
+
+ID_PREFIX = b'{"record":"row","prompt_id":"'
+
+
+class RowProblem(Exception):
+    """A row breaks a rule the analysis relies on. ``side`` is ``left`` or ``right``."""
+
+    def __init__(self, side: str, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.side = side
+        self.field = field
+        self.problem = problem
+
+
+def prompt_id_of(raw: bytes) -> str | None:
+    """The prompt id read from a canonical row's first bytes; None when that fails."""
+    if raw.startswith(ID_PREFIX):
+        start = len(ID_PREFIX)
+        end = raw.find(b'"', start)
+        if end >= 0:
+            value = raw[start:end]
+            if b"\\" not in value:
+                try:
+                    return value.decode()
+                except UnicodeDecodeError:
+                    return None
+    return None
+
+
+def from_row(row: Row) -> FastRow:
+    """A :class:`~detllm.trace.Row` in the comparison's form."""
+    return fast_row_decoder.decode(encode(row))
+
+
+class SideRow:
+    """A decoded row and the header facts needed to read it."""
+
+    __slots__ = ("row", "side", "top_k", "has_logprobs", "_texts", "_steps")
+
+    def __init__(self, row: FastRow, side: str, header: Header) -> None:
+        self.row = row
+        self.side = side
+        self.top_k = header.logprobs.top_k
+        self.has_logprobs = header.logprobs.semantics != "none"
+        self._texts: dict[int, str] | None | bool = False
+        self._steps: dict[int, Step] = {}
+        _check(row, side, header)
+
+    def text(self, token: int) -> str | None:
+        if self._texts is False:
+            try:
+                self._texts = _texts_decoder.decode(self.row.token_texts)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise RowProblem(self.side, "token_texts", str(exc)) from None
+        texts = self._texts
+        return texts.get(token) if isinstance(texts, dict) else None
+
+    def step(self, index: int) -> Step:
+        """Step ``index``'s top-k list, decoded and checked."""
+        cached = self._steps.get(index)
+        if cached is not None:
+            return cached
+        top = self.row.top_logprobs
+        assert top is not None
+        field = f"top_logprobs[{index}]"
+        try:
+            step = _step_decoder.decode(top[index])
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise RowProblem(self.side, field, str(exc)) from None
+        if len(step) > self.top_k:
+            raise RowProblem(self.side, field, f"has {len(step)} entries, more than logprobs.top_k ({self.top_k})")
+        chosen = self.row.token_ids[index]
+        assert self.row.logprobs is not None
+        chosen_logprob = self.row.logprobs[index]
+        previous: tuple[int, float] | None = None
+        seen: set[int] = set()
+        for j, (token, value) in enumerate(step):
+            if value > LOGPROB_TOLERANCE:
+                raise RowProblem(self.side, f"{field}[{j}]", f"a logprob must not be positive, got {value!r}")
+            if token in seen:
+                raise RowProblem(self.side, f"{field}[{j}]", f"token {token} is listed twice")
+            seen.add(token)
+            if previous is not None and (value > previous[1] or (value == previous[1] and token < previous[0])):
+                raise RowProblem(
+                    self.side, f"{field}[{j}]", "entries must be sorted by descending logprob, then ascending token id"
+                )
+            if token == chosen and value != chosen_logprob:
+                raise RowProblem(
+                    self.side,
+                    f"{field}[{j}]",
+                    f"the chosen token {token} has logprob {value!r} here but {chosen_logprob!r} in logprobs[{index}]",
+                )
+            previous = (token, value)
+        self._steps[index] = step
+        return step
+
+
+def _check(row: FastRow, side: str, header: Header) -> None:
+    if not row.prompt_id:
+        raise RowProblem(side, "prompt_id", "must not be empty")
+    if not row.finish_reason:
+        raise RowProblem(side, "finish_reason", "must not be empty")
+    n = len(row.token_ids)
+    if n > header.decoding.max_new_tokens:
+        raise RowProblem(
+            side, "token_ids", f"has {n} tokens, more than decoding.max_new_tokens ({header.decoding.max_new_tokens})"
+        )
+    if header.logprobs.semantics == "none":
+        if row.logprobs is not None:
+            raise RowProblem(side, "logprobs", "must be null when the header's logprobs.semantics is 'none'")
+        if row.top_logprobs is not None:
+            raise RowProblem(side, "top_logprobs", "must be null when the header's logprobs.semantics is 'none'")
+        return
+    if row.logprobs is None:
+        raise RowProblem(side, "logprobs", "is null but the header's logprobs.semantics says they were recorded")
+    if len(row.logprobs) != n:
+        raise RowProblem(side, "logprobs", f"has {len(row.logprobs)} entries but token_ids has {n}")
+    if n and max(row.logprobs) > LOGPROB_TOLERANCE:
+        index = next(i for i, v in enumerate(row.logprobs) if v > LOGPROB_TOLERANCE)
+        raise RowProblem(side, f"logprobs[{index}]", f"a logprob must not be positive, got {row.logprobs[index]!r}")
+    if row.top_logprobs is None:
+        raise RowProblem(side, "top_logprobs", "is null but the header's logprobs.semantics says they were recorded")
+    if len(row.top_logprobs) != n:
+        raise RowProblem(side, "top_logprobs", f"has {len(row.top_logprobs)} steps but token_ids has {n}")
+
