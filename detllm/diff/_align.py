@@ -66,6 +66,30 @@ class _Waiting:
     length: int = 0
 
 
+class _Digests:
+    """sha256 of each side's row lines, for the footers' digests.
+
+    While the two traces are byte-identical one ``shared`` digest stands for both,
+    so identical traces are hashed once; :meth:`split` copies it when they part.
+    """
+
+    def __init__(self) -> None:
+        self._digests = {"shared": hashlib.sha256()}
+
+    def update(self, stream: str, raw: bytes) -> None:
+        digest = self._digests[stream]
+        digest.update(raw)
+        digest.update(_NEWLINE)
+
+    def split(self) -> None:
+        shared = self._digests.pop("shared")
+        self._digests["left"], self._digests["right"] = shared.copy(), shared
+
+    def hexdigests(self) -> dict[str, str]:
+        """``shared`` until a split, then ``left`` and ``right``."""
+        return {name: "sha256:" + digest.hexdigest() for name, digest in self._digests.items()}
+
+
 class Aligner:
     """Iterate over :class:`Same`, :class:`Pair` and :class:`Only` events."""
 
@@ -86,16 +110,24 @@ class Aligner:
             left.verify_digest = right.verify_digest = True
         else:
             left.verify_digest = right.verify_digest = False
-        self._shared: hashlib._Hash | None = hashlib.sha256()
-        self._hashes: dict[str, hashlib._Hash] = {}
+        self._digests = _Digests()
+        self._shared = True
 
     # -- public -----------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Same | Pair | Only]:
+        try:
+            yield from self._scan()
+        finally:
+            if self._spill is not None:
+                self._spill.close()
+
+    def _scan(self) -> Iterator[Same | Pair | Only]:
         left_rows = self.left.raw_rows()
         right_rows = self.right.raw_rows()
         li = ri = 0
         shared = self._shared
+        update = self._digests.update
         matched = self._matched
         waiting_left = self._waiting["left"]
         waiting_right = self._waiting["right"]
@@ -106,18 +138,17 @@ class Aligner:
                 break
             lline, lraw = l_item
             rline, rraw = r_item
-            if lraw == rraw and shared is not None:
-                shared.update(lraw)
-                shared.update(_NEWLINE)
+            if shared and lraw == rraw:
+                update("shared", lraw)
                 pid = self._id("left", lline, lraw)
                 if pid in matched or pid in waiting_left or pid in waiting_right:
                     self._duplicate("left" if pid in matched or pid in waiting_left else "right", lline, rline, pid)
                 matched.add(pid)
                 yield Same(pid, li, ri)
             else:
-                if shared is not None:
+                if shared:
                     self._split()
-                    shared = None
+                    shared = False
                 self._hash("left", lraw)
                 self._hash("right", rraw)
                 lpid = self._id("left", lline, lraw)
@@ -149,13 +180,11 @@ class Aligner:
                 yield Only(pid, side, waiting.index)
             self._waiting[side].clear()
         self._check_digests()
-        if self._spill is not None:
-            self._spill.close()
 
     # -- internals --------------------------------------------------------------------
 
     def _rest(self, side: str, first: tuple[int, bytes], rows: Iterator[tuple[int, bytes]], index: int) -> Iterator[Same | Pair | Only]:
-        if self._shared is not None:
+        if self._shared:
             self._split()
         item: tuple[int, bytes] | None = first
         while item is not None:
@@ -221,26 +250,21 @@ class Aligner:
         raise TraceFormatError(reader.path, lline if side == "left" else rline, "prompt_id", f"duplicate prompt id {pid!r}")
 
     def _split(self) -> None:
-        shared = self._shared
-        assert shared is not None
-        self._hashes = {"left": shared.copy(), "right": shared}
-        self._shared = None
+        self._digests.split()
+        self._shared = False
 
     def _hash(self, side: str, raw: bytes) -> None:
-        digest = self._hashes[side]
-        digest.update(raw)
-        digest.update(_NEWLINE)
+        self._digests.update(side, raw)
 
     def _check_digests(self) -> None:
+        digests = self._digests.hexdigests()
         if not self._own_digest:
             return
         for side, reader in self._readers.items():
             footer = reader.footer
             if footer is None:
                 continue
-            digest = self._shared if self._shared is not None else self._hashes[side]
-            assert digest is not None
-            if footer.digest != "sha256:" + digest.hexdigest():
+            if footer.digest != digests.get(side, digests.get("shared")):
                 raise TraceFormatError(
                     reader.path,
                     reader.rows_read + 2,

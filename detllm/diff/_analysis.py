@@ -277,8 +277,18 @@ def _side(ctx: Context, row: SideRow, other: SideRow, index: int) -> Side:
     )
 
 
+def _prefetch_texts(ctx: Context, row: SideRow, index: int, start: int) -> None:
+    tokens = row.row.token_ids
+    wanted = list(tokens[start : index + ctx.options.continuation_tokens])
+    if ctx.logprobs and index < len(tokens):
+        wanted.extend(t for t, _ in row.step(index))
+    row.texts(wanted)
+
+
 def _divergence(ctx: Context, left: SideRow, right: SideRow, index: int) -> Divergence:
     start = max(0, index - ctx.options.context_tokens)
+    _prefetch_texts(ctx, left, index, start)
+    _prefetch_texts(ctx, right, index, index)
     return Divergence(
         index=index,
         context=_tokens(left, left.row.token_ids[start:index]),

@@ -108,8 +108,12 @@ def _listing(fields: list[str], limit: int = 4) -> str:
     return shown + (f" and {len(fields) - limit} more" if len(fields) > limit else "")
 
 
-def attribute(differences: Sequence[HeaderDifference], left: Header, right: Header) -> Attribution:
-    """What a difference between the outputs would be consistent with."""
+def attribute(differences: Sequence[HeaderDifference], batch_sizes: Sequence[int]) -> Attribution:
+    """What a difference between the outputs would be consistent with.
+
+    ``differences`` are the header fields that differ (between two traces, or
+    across many); ``batch_sizes`` the batch size of each trace.
+    """
     counted = [d for d in differences if d.category not in ("ignored", "recording")]
     factors = [c for c in ("setup", "batch", "backend", "determinism", "environment") if any(d.category == c for d in counted)]
     setup = _fields(counted, "setup")
@@ -136,9 +140,12 @@ def attribute(differences: Sequence[HeaderDifference], left: Header, right: Head
             ),
         )
     if batch:
+        distinct = sorted(set(batch_sizes))
         sizes = ""
-        if left.batch.size != right.batch.size:
-            sizes = f" (batch size {left.batch.size} vs {right.batch.size})"
+        if len(batch_sizes) == 2 and len(distinct) == 2:
+            sizes = f" (batch size {batch_sizes[0]} vs {batch_sizes[1]})"
+        elif len(distinct) > 1:
+            sizes = f" (batch sizes {', '.join(map(str, distinct))})"
         return Attribution(
             cause="batch_dependence",
             factors=factors,
@@ -159,4 +166,4 @@ def attribute(differences: Sequence[HeaderDifference], left: Header, right: Head
 
 def compare_setup(left: Header, right: Header) -> Setup:
     differences = compare_headers(left, right)
-    return Setup(differences=differences, attribution=attribute(differences, left, right))
+    return Setup(differences=differences, attribution=attribute(differences, [left.batch.size, right.batch.size]))

@@ -60,7 +60,7 @@ class DiffOptions:
     near_tie_factor: float = 4.0
     noise_floor: float | None = None
     context_tokens: int = 8
-    continuation_tokens: int = 16
+    continuation_tokens: int = 8
     allow_incomplete: bool = False
     buffer_bytes: int = 32 * 1024 * 1024
 

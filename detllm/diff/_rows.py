@@ -8,6 +8,8 @@ breaks one is reported through the reader, which names the first problem exactly
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import msgspec
 
 from ..trace import LOGPROB_TOLERANCE, Header, Row, TokenId, encode
@@ -34,6 +36,7 @@ fast_row_decoder = msgspec.json.Decoder(FastRow)
 prompt_id_decoder = msgspec.json.Decoder(_PromptIdOnly)
 _step_decoder = msgspec.json.Decoder(list[tuple[TokenId, float]])
 _texts_decoder = msgspec.json.Decoder(dict[int, str] | None)
+_str_decoder = msgspec.json.Decoder(str)
 
 ID_PREFIX = b'{"record":"row","prompt_id":"'
 
@@ -71,25 +74,46 @@ def from_row(row: Row) -> FastRow:
 class SideRow:
     """A decoded row and the header facts needed to read it."""
 
-    __slots__ = ("row", "side", "top_k", "has_logprobs", "_texts", "_steps")
+    __slots__ = ("row", "side", "top_k", "has_logprobs", "_texts", "_complete", "_steps")
 
     def __init__(self, row: FastRow, side: str, header: Header) -> None:
         self.row = row
         self.side = side
         self.top_k = header.logprobs.top_k
         self.has_logprobs = header.logprobs.semantics != "none"
-        self._texts: dict[int, str] | None | bool = False
+        self._texts: dict[int, str] = {}
+        self._complete = False
         self._steps: dict[int, Step] = {}
         _check(row, side, header)
 
-    def text(self, token: int) -> str | None:
-        if self._texts is False:
+    def texts(self, tokens: Iterable[int]) -> None:
+        """Look up the texts of ``tokens`` in one pass, ahead of :meth:`text` calls.
+
+        Canonical ``token_texts`` are sorted by id: the ids are searched for in
+        ascending order, each search starting where the previous one matched, so
+        the row's map is scanned once rather than decoded. A map in another layout
+        (or without some of the ids) is decoded whole instead.
+        """
+        if self._complete:
+            return
+        missing = sorted({t for t in tokens if t not in self._texts})
+        if not missing:
+            return
+        found = _find_texts(bytes(self.row.token_texts), missing)
+        if found is None:
             try:
-                self._texts = _texts_decoder.decode(self.row.token_texts)
+                self._texts = _texts_decoder.decode(self.row.token_texts) or {}
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise RowProblem(self.side, "token_texts", str(exc)) from None
-        texts = self._texts
-        return texts.get(token) if isinstance(texts, dict) else None
+            self._complete = True
+        else:
+            self._texts.update(found)
+
+    def text(self, token: int) -> str | None:
+        """The text of ``token``, or None when the trace has none."""
+        if token not in self._texts:
+            self.texts((token,))
+        return self._texts.get(token)
 
     def step(self, index: int) -> Step:
         """Step ``index``'s top-k list, decoded and checked."""
@@ -129,6 +153,43 @@ class SideRow:
             previous = (token, value)
         self._steps[index] = step
         return step
+
+
+def _find_texts(raw: bytes, tokens: list[int]) -> dict[int, str] | None:
+    """Find the texts of ``tokens`` (ascending) in a canonical ``token_texts`` object.
+
+    In JSON a quote inside a string is escaped, so ``,"12":"`` cannot occur inside
+    a value: a match is a key. None means "not all found this way" (another layout,
+    or an id without text), and the caller decodes the whole map.
+    """
+    out: dict[int, str] = {}
+    find = raw.find
+    position = 0
+    for token in tokens:
+        key = b',"%d":"' % token
+        start = find(key, position)
+        if start < 0:
+            if position or not raw.startswith(b"{" + key[1:]):
+                return None
+            start = 0
+        start += len(key)  # the value's first byte
+        end = find(b'"', start)
+        while end > 0 and raw[end - 1] == 0x5C:  # an escaped quote, unless the backslash is itself escaped
+            backslashes = 1
+            while raw[end - 1 - backslashes] == 0x5C:
+                backslashes += 1
+            if backslashes % 2 == 0:
+                break
+            end = find(b'"', end + 1)
+        if end < 0:
+            return None
+        value = raw[start:end]
+        try:
+            out[token] = _str_decoder.decode(raw[start - 1 : end + 1]) if b"\\" in value else value.decode()
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return None
+        position = end
+    return out
 
 
 def _check(row: FastRow, side: str, header: Header) -> None:
