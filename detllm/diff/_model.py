@@ -6,7 +6,7 @@ without loss. ``formats/report-v1.md`` describes each field.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -181,8 +181,8 @@ class HeaderDifference(_Struct):
     """One header field that differs. ``absent`` names the side that lacks it."""
 
     field: str
-    left: object
-    right: object
+    left: Any
+    right: Any
     absent: Literal["left", "right"] | None
     category: Literal["setup", "batch", "backend", "determinism", "environment", "recording", "ignored"]
     note: str | None = None
@@ -252,5 +252,7 @@ class Verdict(_Struct):
 
 
 class Producer(_Struct):
+    """The program that wrote the report, and its version."""
+
     name: str
     version: str

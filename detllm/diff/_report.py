@@ -11,6 +11,7 @@ import msgspec
 
 from .._version import __version__
 from ..errors import ExitCode, TraceFormatError, UsageError
+from ..reader import _explain_validation as explain_validation
 from ._model import (
     PromptResult,
     Producer,
@@ -176,9 +177,5 @@ def convert_document(data: Any, type_: type[Any], kind: str, path: str) -> Any:
     try:
         return msgspec.convert(data, type_)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        where = "-"
-        if " - at `$" in message:
-            message, where = message.rsplit(" - at `$", 1)
-            where = where.rstrip("`").lstrip(".") or "-"
-        raise TraceFormatError(path, 1, where, message[:1].lower() + message[1:].replace("`", "")) from None
+        field, problem = explain_validation(str(exc))
+        raise TraceFormatError(path, 1, field, problem) from None

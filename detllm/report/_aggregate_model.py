@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,7 +22,7 @@ class _Struct(msgspec.Struct, frozen=True, kw_only=True):
 class ValueRuns(_Struct):
     """One value a header field takes, and the runs (by index) that have it."""
 
-    value: object
+    value: Any
     runs: list[int]
 
 
@@ -36,6 +35,8 @@ class FieldVariation(_Struct):
 
 
 class AggregateSetup(_Struct):
+    """The header fields that vary across runs, and what that points to."""
+
     varying: list[FieldVariation]
     attribution: Attribution
 
@@ -96,6 +97,8 @@ class PromptAggregate(_Struct):
 
 
 class AggregateSummary(_Struct):
+    """Counts over every prompt and run."""
+
     runs: int
     prompts: int
     tier1_stable: int
@@ -110,6 +113,8 @@ class AggregateSummary(_Struct):
 
 
 class AggregateVerdict(_Struct):
+    """The overall answer: the most serious classification and each tier's result."""
+
     classification: str
     tier1: bool
     tier2: bool | None
@@ -196,15 +201,3 @@ class AggregateReport:
             notes=tuple(document.notes),
             producer=document.producer,
         )
-
-    def first_divergences(self) -> Iterator[dict[str, Any]]:
-        """Each minority completion's comparison with the majority, as JSON objects."""
-        for prompt in self.prompts:
-            for variant in prompt.variants:
-                if variant.comparison is not None:
-                    yield {
-                        "runs": variant.runs,
-                        "reference_run": variant.reference_run,
-                        "run": variant.run,
-                        **msgspec.to_builtins(variant.comparison),
-                    }

@@ -99,8 +99,8 @@ def _text(report: AggregateReport, max_prompts: int) -> Iterator[str]:
         )
     if len(report.prompts) > len(shown):
         yield f"  ... and {len(report.prompts) - len(shown)} more prompts, each with one completion"
-    yield "  (completions: distinct token sequences; majority: runs giving the most common one;"
-    yield "  logprobs: distinct logprob vectors among those runs)"
+    yield "  (completions: distinct token sequences; majority: runs giving the most common"
+    yield "  one; logprobs: distinct logprob vectors among those runs)"
     interesting = _interesting(report)
     if interesting:
         yield ""
@@ -142,7 +142,9 @@ def _text(report: AggregateReport, max_prompts: int) -> Iterator[str]:
                 f"(left: run {variant.reference_run}, right: run {variant.run}): {c.classification} at token "
                 f"{c.divergence.index}"
             )
-            yield from divergence_lines(c, report.options.near_tie_factor, k, title=clip(title, WIDTH * 2))
+            lines = divergence_lines(c, report.options.near_tie_factor, k, title="")
+            yield from paragraph(title, "")
+            yield from lines[1:]
 
 
 def render_aggregate_markdown(report: AggregateReport, *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> str:

@@ -121,7 +121,9 @@ def _drift(result: PromptResult, over: str) -> Iterator[str]:
     drift = result.drift
     if drift is None:
         return
-    if drift.first_index is None:
+    if drift.compared == 0:
+        yield "Drift: none measured, no tokens precede the divergence."
+    elif drift.first_index is None:
         yield f"Drift over {over}: none, the logprobs agree bit for bit."
     else:
         yield (

@@ -11,7 +11,7 @@ import msgspec
 import orjson
 
 from ..diff import DiffReport
-from ..diff._report import REPORT_FORMAT, REPORT_VERSION
+from ._first_divergence import first_divergences
 from ._markdown import render_diff_markdown
 from ._text import DEFAULT_MAX_PROMPTS, render_diff_text
 
@@ -65,28 +65,6 @@ def render_json(report: Report) -> str:
     buffer = io.BytesIO()
     write_json(report, buffer)
     return buffer.getvalue().decode()
-
-
-def first_divergences(report: Report) -> tuple[dict[str, Any], Any]:
-    """The ``first_divergence`` document's head and its entries."""
-    head = {
-        "format": REPORT_FORMAT,
-        "version": REPORT_VERSION,
-        "kind": "first_divergence",
-        "producer": msgspec.to_builtins(report.producer),
-    }
-    if isinstance(report, DiffReport):
-        head["left"] = msgspec.to_builtins(report.left)
-        head["right"] = msgspec.to_builtins(report.right)
-        entries = (
-            {"runs": None, "reference_run": None, "run": None, **msgspec.to_builtins(p)}
-            for p in report.prompts
-            if p.status not in ("identical", "left_only", "right_only")
-        )
-    else:
-        head["runs"] = [msgspec.to_builtins(r) for r in report.runs]
-        entries = report.first_divergences()
-    return head, entries
 
 
 def write_report_dir(report: Report, out_dir: str | os.PathLike[str], *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> Path:

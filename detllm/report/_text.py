@@ -163,6 +163,8 @@ def drift_lines(result: PromptResult, over: str) -> list[str]:
     drift = result.drift
     if drift is None:
         return []
+    if drift.compared == 0:
+        return ["  drift: none measured, no tokens precede the divergence"]
     if drift.first_index is None:
         text = f"  drift over {over}: none, the logprobs agree bit for bit"
     else:
