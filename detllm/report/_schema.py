@@ -15,9 +15,6 @@ from ..diff._report import DiffDocument
 from ._aggregate_model import AggregateDocument
 from ._first_divergence import FirstDivergenceDocument
 
-SCHEMA_ID = "https://detllm.dev/formats/report-v1.schema.json"
-
-
 def _tidy(node: Any) -> None:
     # detLLM writes every field, null included: a reader may rely on each key.
     if isinstance(node, dict):
@@ -45,7 +42,6 @@ def report_schema() -> dict[str, Any]:
     _tidy(components)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": SCHEMA_ID,
         "title": "detLLM report, format version 1",
         "description": (
             "A report written by detLLM: a diff of two traces (kind 'diff'), an aggregate of many "
