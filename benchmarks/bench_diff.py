@@ -58,35 +58,53 @@ def header(created_at: str, batch: int) -> Header:
     )
 
 
-def _word(rng: random.Random) -> str:
+def vocabulary(rng: random.Random) -> list[str]:
+    """Token texts: short word pieces, most with a leading space, as a BPE vocabulary has."""
     letters = "etaoinshrdlucmfwypvbgkqjxz"
-    return (" " if rng.random() < 0.8 else "") + "".join(rng.choice(letters) for _ in range(rng.randint(1, 9)))
+    return [
+        (" " if rng.random() < 0.7 else "") + "".join(rng.choice(letters) for _ in range(rng.randint(1, 7)))
+        for _ in range(VOCAB)
+    ]
 
 
-def pool_rows(seed: int) -> list[tuple[list[int], list[int], list[float], list[list[tuple[int, float]]], dict[int, str]]]:
+def _token(rng: random.Random) -> int:
+    # Half the alternatives come from a few hundred frequent tokens, as in real text.
+    return rng.randrange(300) if rng.random() < 0.5 else rng.randrange(VOCAB)
+
+
+Pooled = tuple[list[int], list[int], list[float], list[list[tuple[int, float]]], dict[int, str]]
+
+
+def _texts(vocab: list[str], inputs: list[int], tops: list[list[tuple[int, float]]]) -> dict[int, str]:
+    used = set(inputs) | {t for step in tops for t, _ in step}
+    return {t: vocab[t] for t in sorted(used)}
+
+
+def pool_rows(seed: int) -> tuple[list[str], list[Pooled]]:
     rng = random.Random(seed)
-    texts: dict[int, str] = {}
+    vocab = vocabulary(rng)
     pool = []
     for _ in range(POOL):
         inputs = [rng.randrange(VOCAB) for _ in range(rng.randint(20, 60))]
         tokens, logprobs, tops = [], [], []
         for _ in range(TOKENS):
-            ids = rng.sample(range(VOCAB), TOP_K)
+            ids: set[int] = set()
+            while len(ids) < TOP_K:
+                ids.add(_token(rng))
+            order = sorted(ids)
+            rng.shuffle(order)
             values = sorted((f32(-0.01 - rng.expovariate(0.7)) for _ in range(TOP_K)), reverse=True)
-            step = sorted(zip(ids, values), key=lambda e: (-e[1], e[0]))
+            step = sorted(zip(order, values), key=lambda e: (-e[1], e[0]))
             tokens.append(step[0][0])
             logprobs.append(step[0][1])
             tops.append(step)
-        for t in set(inputs) | {t for s in tops for t, _ in s}:
-            texts.setdefault(t, _word(rng))
-        used = set(inputs) | {t for s in tops for t, _ in s}
-        pool.append((inputs, tokens, logprobs, tops, {t: texts[t] for t in sorted(used)}))
-    return pool
+        pool.append((inputs, tokens, logprobs, tops, _texts(vocab, inputs, tops)))
+    return vocab, pool
 
 
-def diverged(pool: list, n: int) -> tuple:
+def diverged(vocab: list[str], pool: list[Pooled], n: int) -> Pooled:
     """Row ``n`` of the pool with drifted logprobs and a flip; the tail comes from another row."""
-    inputs, tokens, logprobs, tops, texts = pool[n]
+    inputs, tokens, logprobs, tops, _ = pool[n]
     other = pool[(n + 1) % len(pool)]
     flip = (n * 37 + 11) % TOKENS
     new_tokens, new_logprobs, new_tops = [], [], []
@@ -102,8 +120,7 @@ def diverged(pool: list, n: int) -> tuple:
         new_tokens.append(step[0][0])
         new_logprobs.append(step[0][1])
         new_tops.append(step)
-    texts = {**texts, **other[4]}
-    return inputs, new_tokens, new_logprobs, new_tops, dict(sorted(texts.items()))
+    return inputs, new_tokens, new_logprobs, new_tops, _texts(vocab, inputs, new_tops)
 
 
 def write(path: Path, created_at: str, batch: int, rows_of: list, target: int, rows: int | None = None) -> int:
@@ -136,11 +153,11 @@ def generate(directory: Path, size: int) -> tuple[Path, Path, Path]:
     names = (directory / "reference.jsonl", directory / "repeat.jsonl", directory / "divergent.jsonl")
     if stamp.exists() and all(p.exists() for p in names):
         return names
-    pool = pool_rows(1)
+    vocab, pool = pool_rows(1)
     started = time.perf_counter()
     rows = write(names[0], "2026-11-28T10:00:00Z", 8, pool, size)
     write(names[1], "2026-11-28T10:30:00Z", 8, pool, size, rows)
-    write(names[2], "2026-11-28T11:00:00Z", 1, [diverged(pool, n) for n in range(POOL)], size, rows)
+    write(names[2], "2026-11-28T11:00:00Z", 1, [diverged(vocab, pool, n) for n in range(POOL)], size, rows)
     stamp.write_text(f"{rows}\n")
     print(f"generated 3 traces of {rows} rows in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return names

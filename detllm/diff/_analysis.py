@@ -48,6 +48,24 @@ class Context:
         )
 
 
+def first_difference(a: list[int] | list[float] | list[object], b: list[int] | list[float] | list[object]) -> int:
+    """The first index where two lists differ; the shorter length when one is a prefix.
+
+    Halves the range with slice comparisons, which run in C, before a short scan.
+    """
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    low, high = 0, n  # a[:low] == b[:low]; a[:high] != b[:high]
+    while high - low > 16:
+        middle = (low + high) // 2
+        if a[low:middle] == b[low:middle]:
+            low = middle
+        else:
+            high = middle
+    return next(i for i in range(low, high) if a[i] != b[i])
+
+
 def identical(prompt_id: str, left_index: int | None, right_index: int | None) -> PromptResult:
     return PromptResult(
         prompt_id=prompt_id,
@@ -83,7 +101,7 @@ def compare(ctx: Context, left_row: FastRow, right_row: FastRow, left_index: int
     if lt == rt and left_row.finish_reason == right_row.finish_reason:
         return _same_tokens(ctx, left, right, pid, left_index, right_index, notes)
     n = min(len(lt), len(rt))
-    index = n if lt[:n] == rt[:n] else next(i for i, (a, b) in enumerate(zip(lt, rt)) if a != b)
+    index = first_difference(lt, rt)
     drift = _drift(ctx, left, right, index)
     if index == n:
         return _stop(ctx, left, right, pid, left_index, right_index, index, drift, notes)
@@ -101,14 +119,13 @@ def _drift(ctx: Context, left: SideRow, right: SideRow, n: int) -> Drift | None:
     assert a is not None and b is not None
     ta, tb = left.row.top_logprobs, right.row.top_logprobs
     assert ta is not None and tb is not None
-    top_first = None
-    if ta[:n] != tb[:n]:
-        top_first = next(i for i in range(n) if ta[i] != tb[i])
-    if a[:n] == b[:n]:
-        return Drift(compared=n, first_index=None, max_abs=0.0, max_index=None, rms=0.0, top_first_index=top_first)
+    top_first = first_difference(ta[:n], tb[:n])
+    top_first_index = None if top_first == n else top_first
+    first = first_difference(a[:n], b[:n])
+    if first == n:
+        return Drift(compared=n, first_index=None, max_abs=0.0, max_index=None, rms=0.0, top_first_index=top_first_index)
     deltas = list(map(abs, map(operator.sub, a[:n], b[:n])))
     largest = max(deltas)
-    first = next(i for i, d in enumerate(deltas) if d)
     rms = math.sqrt(math.fsum(map(operator.mul, deltas, deltas)) / n)
     return Drift(
         compared=n,
@@ -116,7 +133,7 @@ def _drift(ctx: Context, left: SideRow, right: SideRow, n: int) -> Drift | None:
         max_abs=largest,
         max_index=deltas.index(largest),
         rms=rms,
-        top_first_index=top_first,
+        top_first_index=top_first_index,
     )
 
 
@@ -200,8 +217,7 @@ def _same_tokens(
 
 def _input_mismatch(left: FastRow, right: FastRow, li: int, ri: int) -> PromptResult:
     a, b = left.input_token_ids, right.input_token_ids
-    n = min(len(a), len(b))
-    index = n if a[:n] == b[:n] else next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    index = first_difference(a, b)
     prompts_differ = None if left.prompt is None or right.prompt is None else left.prompt != right.prompt
     same_output = left.token_ids == right.token_ids
     reason = (

@@ -19,7 +19,7 @@ from ._model import CLASSIFICATIONS, STATUSES, TIER1_FAILURES, PositionCount, Pr
 from ._options import DiffOptions
 from ._report import DiffReport
 from ._results import PromptResults
-from ._rows import RowProblem, fast_row_decoder
+from ._rows import RowProblem, decode_row
 from ._locate import locate_trace
 
 _RIGHT_ONLY_KEY = 1 << 48
@@ -146,7 +146,7 @@ class _Comparison:
 
     def _decode(self, reader: TraceReader, line: int, raw: bytes):  # type: ignore[no-untyped-def]
         try:
-            return fast_row_decoder.decode(raw)
+            return decode_row(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self._bad(reader, line, raw, RowProblem("", "-", str(exc)))
 

@@ -1,7 +1,9 @@
 """Rows as the comparison reads them: decoded only as far as needed.
 
-A diverging row is decoded with each top-k step left as raw JSON: only the steps the
-analysis looks at are decoded, and only the token texts it shows are looked up.
+A row whose bytes differ from its counterpart's is decoded, but its top-k steps
+stay raw JSON until the analysis looks at one, and its token texts stay raw until
+a report needs a few of them.
+
 The checks here are the format's rules that the analysis relies on; a row that
 breaks one is reported through the reader, which names the first problem exactly.
 """
@@ -18,6 +20,8 @@ Step = list[tuple[int, float]]
 
 
 class FastRow(msgspec.Struct):
+    """A row with each ``top_logprobs`` step and ``token_texts`` left as raw JSON."""
+
     prompt_id: str
     input_token_ids: list[TokenId]
     token_ids: list[TokenId]
@@ -32,11 +36,14 @@ class _PromptIdOnly(msgspec.Struct):
     prompt_id: str
 
 
-fast_row_decoder = msgspec.json.Decoder(FastRow)
+_row_decoder = msgspec.json.Decoder(FastRow)
 prompt_id_decoder = msgspec.json.Decoder(_PromptIdOnly)
 _step_decoder = msgspec.json.Decoder(list[tuple[TokenId, float]])
 _texts_decoder = msgspec.json.Decoder(dict[int, str] | None)
 _str_decoder = msgspec.json.Decoder(str)
+
+decode_row = _row_decoder.decode
+"""Decode a row line for the comparison; raises msgspec errors for a bad line."""
 
 ID_PREFIX = b'{"record":"row","prompt_id":"'
 
@@ -68,7 +75,7 @@ def prompt_id_of(raw: bytes) -> str | None:
 
 def from_row(row: Row) -> FastRow:
     """A :class:`~detllm.trace.Row` in the comparison's form."""
-    return fast_row_decoder.decode(encode(row))
+    return decode_row(encode(row))
 
 
 class SideRow:

@@ -27,7 +27,7 @@ from ..diff._header import attribute, category_of, flatten_header
 from ..diff._locate import locate_trace, traces_in
 from ..diff._model import CLASSIFICATIONS, HeaderDifference
 from ..diff._numbers import count
-from ..diff._rows import RowProblem, SideRow, fast_row_decoder, prompt_id_decoder, prompt_id_of
+from ..diff._rows import RowProblem, SideRow, decode_row, prompt_id_decoder, prompt_id_of
 from ..errors import NewerMinorVersionWarning, TraceFormatError, UsageError
 from ..reader import TraceReader, open_trace
 from ..trace import Header
@@ -147,7 +147,7 @@ class _Aggregation:
 
     def _new_row(self, prompt: _Prompt, run: int, reader: TraceReader, line: int, raw: bytes) -> tuple[bytes, bytes]:
         try:
-            row = fast_row_decoder.decode(raw)
+            row = decode_row(raw)
             SideRow(row, "left", reader.header)  # checks the rules the comparison relies on
         except (msgspec.DecodeError, msgspec.ValidationError, RowProblem) as exc:
             reader.decode_row(line, raw)
@@ -155,7 +155,7 @@ class _Aggregation:
         token_key = hashlib.sha256(
             msgspec.json.encode([row.input_token_ids, row.token_ids, row.finish_reason])
         ).digest()
-        top = b"".join(bytes(step) for step in row.top_logprobs) if row.top_logprobs is not None else b"null"
+        top = b"|".join(row.top_logprobs) if row.top_logprobs is not None else b"null"
         logprob_key = hashlib.sha256(msgspec.json.encode(row.logprobs) + b"|" + top).digest()
         variant = prompt.variants.get(token_key)
         if variant is None:
@@ -176,7 +176,7 @@ class _Aggregation:
 
     def _load(self, stored: _Stored) -> Any:
         self.store.seek(stored.offset)
-        return fast_row_decoder.decode(self.store.read(stored.length))
+        return decode_row(self.store.read(stored.length))
 
     # -- after reading ----------------------------------------------------------------
 

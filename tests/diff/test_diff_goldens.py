@@ -94,3 +94,20 @@ def test_fixtures_cover_every_classification() -> None:
     for case in cases():
         seen.update(c for c, n in build(case).summary.classifications.items() if n)
     assert seen == set(CLASSIFICATIONS)
+
+
+def test_fixture_traces_regenerate_byte_for_byte(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    script = tmp_path / "fixtures" / "diff" / "make_fixtures.py"
+    script.parent.mkdir(parents=True)
+    shutil.copy(FIXTURES / "make_fixtures.py", script)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, str(script)], check=True, env=env, cwd=tmp_path)
+    made = sorted(p.relative_to(script.parent) for p in script.parent.rglob("*.jsonl*"))
+    committed = sorted(p.relative_to(FIXTURES) for p in FIXTURES.rglob("*.jsonl*"))
+    assert made == committed
+    for name in made:
+        assert (script.parent / name).read_bytes() == (FIXTURES / name).read_bytes(), name
