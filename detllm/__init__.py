@@ -31,6 +31,16 @@ from .trace import (
 )
 from .validate import Finding, ValidationResult, validate_trace
 from .writer import TraceWriter, write_trace
+from .diff import DiffOptions, DiffReport, diff_traces
+from .report import (
+    AggregateReport,
+    aggregate_traces,
+    load_report,
+    render_json,
+    render_markdown,
+    render_text,
+    write_report_dir,
+)
 
 __all__ = [
     "Artifact",
@@ -61,4 +71,14 @@ __all__ = [
     "read_header",
     "validate_trace",
     "write_trace",
+    "DiffOptions",
+    "DiffReport",
+    "diff_traces",
+    "AggregateReport",
+    "aggregate_traces",
+    "load_report",
+    "render_json",
+    "render_markdown",
+    "render_text",
+    "write_report_dir",
 ]

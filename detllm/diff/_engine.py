@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
+from typing import NoReturn
 
 import msgspec
 
 from ..errors import NewerMinorVersionWarning, TraceFormatError, UsageError
 from ..reader import TraceReader, open_trace
-from ..trace import Header
+from ..trace import Header, Row
 from ._align import Aligner, Only, Pair, Same
 from ._analysis import Context, compare, identical, unmatched
 from ._header import compare_setup
@@ -19,7 +20,7 @@ from ._model import CLASSIFICATIONS, STATUSES, TIER1_FAILURES, PositionCount, Pr
 from ._options import DiffOptions
 from ._report import DiffReport
 from ._results import PromptResults
-from ._rows import RowProblem, decode_row
+from ._rows import FastRow, RowProblem, decode_row, from_row
 from ._locate import locate_trace
 
 _RIGHT_ONLY_KEY = 1 << 48
@@ -51,6 +52,25 @@ def diff_traces(
     with left_reader, right_reader:
         _check_tier(options, left_reader, right_reader)
         return _Comparison(left_reader, right_reader, options).run()
+
+
+def compare_rows(
+    left: Row,
+    right: Row,
+    left_header: Header,
+    right_header: Header,
+    options: DiffOptions | None = None,
+) -> PromptResult:
+    """Compare two in-memory rows of one prompt, as ``diff_traces`` compares a pair.
+
+    For callers that hold rows rather than files (a check comparing its repeats).
+    Raises ``ValueError`` when a row breaks the format's rules.
+    """
+    ctx = Context.of(left_header, right_header, options or DiffOptions())
+    try:
+        return compare(ctx, from_row(left), from_row(right), 0, 0)
+    except RowProblem as problem:
+        raise ValueError(f"{problem.side} row {left.prompt_id!r}: {problem.field}: {problem.problem}") from None
 
 
 def _check_tier(options: DiffOptions, left: TraceReader, right: TraceReader) -> None:
@@ -142,16 +162,15 @@ class _Comparison:
             if problem.side == "left":
                 self._bad(self.left, event.left_line, event.left_raw, problem)
             self._bad(self.right, event.right_line, event.right_raw, problem)
-            raise AssertionError("unreachable") from None
 
-    def _decode(self, reader: TraceReader, line: int, raw: bytes):  # type: ignore[no-untyped-def]
+    def _decode(self, reader: TraceReader, line: int, raw: bytes) -> FastRow:
         try:
             return decode_row(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self._bad(reader, line, raw, RowProblem("", "-", str(exc)))
 
     @staticmethod
-    def _bad(reader: TraceReader, line: int, raw: bytes, problem: RowProblem) -> None:
+    def _bad(reader: TraceReader, line: int, raw: bytes, problem: RowProblem) -> NoReturn:
         # The reader's full check names the first problem exactly as `validate` would.
         reader.decode_row(line, raw)
         raise TraceFormatError(reader.path, line, problem.field, problem.problem)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from ..diff import DiffReport, PromptResult, Side, Token, TraceInfo
 from ..diff._numbers import count, num
-from ._text import DEFAULT_MAX_PROMPTS, _collect, lp, tier_word
+from ._text import DEFAULT_MAX_PROMPTS, collect_prompts, lp, tier_word
 from ._text_util import escape, tokens_text
 
 
@@ -78,7 +78,7 @@ def divergence_md(result: PromptResult, factor: float, k: int, title: str | None
     yield ""
     if d.context:
         start = "..." if d.context_start > 0 else ""
-        yield f"Common context (tokens {d.context_start}-{d.index - 1}): {code(start + tokens_text(d.context))}"
+        yield f"Common context (tokens {d.context_start}-{d.index - 1}): {code(start + chr(34) + tokens_text(d.context) + chr(34))}"
         yield ""
     left, right = _side_cells(d.left), _side_cells(d.right)
     yield "| | left | right |"
@@ -166,7 +166,7 @@ def _lines(report: DiffReport, max_prompts: int) -> Iterator[str]:
             kind = d.category + (f": {cell(d.note)}" if d.note and d.category == "ignored" else "")
             yield f"| {code(d.field)} | {value(d.left, d.absent == 'left')} | {value(d.right, d.absent == 'right')} | {kind} |"
         yield ""
-    detailed, drifted, unmatched = _collect(report, max_prompts)
+    detailed, drifted, unmatched = collect_prompts(report, max_prompts)
     statuses = report.summary.statuses
     if detailed:
         yield "**First divergences**"

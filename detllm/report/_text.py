@@ -128,7 +128,11 @@ def divergence_lines(result: PromptResult, factor: float, k: int, title: str | N
              f"(left {d.left.length} tokens, right {d.right.length})"]
     if d.context:
         start = "..." if d.context_start > 0 else ""
-        lines.append("  context  " + clip(start + tokens_text(d.context), WIDTH - 12, left=True))
+        text = tokens_text(d.context)
+        shown = clip(text, WIDTH - 16, left=True)
+        if shown != text:
+            start, shown = "...", shown[3:]
+        lines.append(f'  context  {start}"{shown}"')
     lines.extend(columns(["left"], ["right"], COLUMN))
     lines.extend(columns([_token_line(d.left)], [_token_line(d.right)], COLUMN))
     if d.left.logprob is not None or d.right.logprob is not None:
@@ -188,7 +192,7 @@ def input_lines(result: PromptResult) -> list[str]:
     return lines
 
 
-def _collect(report: DiffReport, limit: int) -> tuple[list[PromptResult], list[PromptResult], list[PromptResult]]:
+def collect_prompts(report: DiffReport, limit: int) -> tuple[list[PromptResult], list[PromptResult], list[PromptResult]]:
     """The first ``limit`` prompts of each kind, reading no further than needed."""
     detailed: list[PromptResult] = []
     drifted: list[PromptResult] = []
@@ -239,7 +243,7 @@ def _diff_lines(report: DiffReport, max_prompts: int) -> Iterator[str]:
     yield from setup_lines(report.setup.differences, report.setup.attribution.cause, report.setup.attribution.text)
     yield ""
     yield from count_lines(report)
-    detailed, drifted, unmatched = _collect(report, max_prompts)
+    detailed, drifted, unmatched = collect_prompts(report, max_prompts)
     statuses = report.summary.statuses
     for result in detailed:
         yield ""

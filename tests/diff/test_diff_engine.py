@@ -14,7 +14,7 @@ from detllm.diff import DiffOptions, DiffReport, compare_rows, diff_traces
 from detllm.errors import IncompleteTraceError, InputError, TraceFormatError, UsageError
 from detllm.trace import Batch, Decoding, Environment, Logprobs
 from detllm.writer import TraceWriter
-from tests.diff._traces import drift, flip_at, header, replace, row, rows, write
+from tests.diff._traces import drift, flip_at, header, replace, rows, write
 
 
 def statuses(report: DiffReport) -> dict[str, tuple[str, str]]:
