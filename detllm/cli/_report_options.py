@@ -27,6 +27,9 @@ def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
                        help="tokens of each side's continuation kept (default %(default)s)")
     group.add_argument("--allow-incomplete", action="store_true",
                        help="read traces without a footer (a run that did not finish); the report says so")
+    group.add_argument("--workers", type=int, default=0, metavar="N",
+                       help="processes analysing differing rows (default 0: 2 for large traces on a "
+                       "multi-core machine, else 1)")
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +55,7 @@ def options_from(args: argparse.Namespace) -> DiffOptions:
         context_tokens=args.context,
         continuation_tokens=args.continuation,
         allow_incomplete=args.allow_incomplete,
+        workers=args.workers,
     )
 
 

@@ -46,7 +46,7 @@ def is_report(path: Path) -> bool:
 
 
 def _saved(path: Path, args: argparse.Namespace, options: DiffOptions) -> Any:
-    defaults = DiffOptions(tier=options.tier)
+    defaults = DiffOptions(tier=options.tier, workers=options.workers)
     if options != defaults:
         raise UsageError("comparison options apply when comparing traces; a saved report is rendered as it was made")
     report = load_report(path)

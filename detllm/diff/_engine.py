@@ -18,6 +18,7 @@ from ._header import compare_setup
 from ._numbers import count
 from ._model import CLASSIFICATIONS, STATUSES, TIER1_FAILURES, PositionCount, PromptResult, Summary, TraceInfo, Verdict
 from ._options import DiffOptions
+from ._parallel import Item, Outcome, PairPool, can_fork
 from ._report import DiffReport
 from ._results import PromptResults
 from ._rows import FastRow, RowProblem, decode_row, from_row
@@ -51,7 +52,17 @@ def diff_traces(
             raise
     with left_reader, right_reader:
         _check_tier(options, left_reader, right_reader)
-        return _Comparison(left_reader, right_reader, options).run()
+        workers = options.workers or _auto_workers(left_path, right_path)
+        return _Comparison(left_reader, right_reader, options, workers).run()
+
+
+AUTO_PARALLEL_BYTES = 64 * 1024 * 1024
+"""With ``workers=0``, traces this large together get a second process on a multi-core machine."""
+
+
+def _auto_workers(*paths: str) -> int:
+    size = sum(os.path.getsize(p) for p in paths)
+    return 2 if size >= AUTO_PARALLEL_BYTES and (os.cpu_count() or 1) >= 2 else 1
 
 
 def compare_rows(
@@ -103,10 +114,11 @@ def trace_info(path: str, header: Header, rows: int, complete: bool) -> TraceInf
 
 
 class _Comparison:
-    def __init__(self, left: TraceReader, right: TraceReader, options: DiffOptions) -> None:
+    def __init__(self, left: TraceReader, right: TraceReader, options: DiffOptions, workers: int = 1) -> None:
         self.left = left
         self.right = right
         self.options = options
+        self.workers = workers
         self.ctx = Context.of(left.header, right.header, options)
         self.results = PromptResults()
         self.statuses: Counter[str] = Counter()
@@ -116,16 +128,37 @@ class _Comparison:
     def run(self) -> DiffReport:
         setup = compare_setup(self.left.header, self.right.header)
         aligner = Aligner(self.left, self.right, self.options.buffer_bytes)
+        pool = PairPool(self.ctx, self.workers) if self.workers > 1 and can_fork() else None
         add = self._add
-        for event in aligner:
-            if type(event) is Same:
-                add(identical(event.prompt_id, event.left_index, event.right_index), event.left_index)
-            elif type(event) is Pair:
-                add(self._pair(event), event.left_index)
-            else:
-                assert isinstance(event, Only)
-                key = event.index if event.side == "left" else _RIGHT_ONLY_KEY + event.index
-                add(unmatched(event.prompt_id, event.side, event.index), key)
+        try:
+            for event in aligner:
+                if type(event) is Same:
+                    add(identical(event.prompt_id, event.left_index, event.right_index), event.left_index)
+                elif type(event) is Pair:
+                    if pool is None:
+                        add(self._pair(event), event.left_index)
+                    else:
+                        item = Item(
+                            event.left_index,
+                            event.left_index,
+                            event.left_line,
+                            event.left_raw,
+                            event.right_index,
+                            event.right_line,
+                            event.right_raw,
+                        )
+                        for outcome, batch in pool.add(item):
+                            self._outcome(outcome, batch)
+                else:
+                    assert isinstance(event, Only)
+                    key = event.index if event.side == "left" else _RIGHT_ONLY_KEY + event.index
+                    add(unmatched(event.prompt_id, event.side, event.index), key)
+            if pool is not None:
+                for outcome, batch in pool.finish():
+                    self._outcome(outcome, batch)
+        finally:
+            if pool is not None:
+                pool.close()
         self.results.finish()
         summary = Summary(
             left_rows=self.left.rows_read,
@@ -152,6 +185,20 @@ class _Comparison:
         if result.divergence is not None:
             self.positions[result.divergence.index] += 1
         self.results.append(result, key)
+
+    def _outcome(self, outcome: Outcome, batch: list[Item]) -> None:
+        if outcome.problem is not None:
+            item = next(i for i in batch if i.key == outcome.key)
+            side, field, problem = outcome.problem
+            if side == "left":
+                self._bad(self.left, item.left_line, item.left_raw, RowProblem(side, field, problem))
+            self._bad(self.right, item.right_line, item.right_raw, RowProblem(side, field, problem))
+        assert outcome.encoded is not None
+        self.statuses[outcome.status] += 1
+        self.classes[outcome.classification] += 1
+        if outcome.divergence is not None:
+            self.positions[outcome.divergence] += 1
+        self.results.append_encoded(outcome.encoded, outcome.key)
 
     def _pair(self, event: Pair) -> PromptResult:
         left_row = self._decode(self.left, event.left_line, event.left_raw)

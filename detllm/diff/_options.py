@@ -53,6 +53,10 @@ class DiffOptions:
     ``allow_incomplete``: compare traces without a footer (their complete rows).
     ``buffer_bytes``: memory for rows waiting for their match when the two traces
     list prompts in different orders; beyond it they go to a temporary file.
+    ``workers``: processes that analyse differing rows. 1 keeps everything in the
+    calling process; more forks worker processes (where the platform can fork); 0
+    chooses: 2 on a multi-core machine for traces of 64 MB or more together, else 1.
+    Neither ``buffer_bytes`` nor ``workers`` changes a finding.
     """
 
     tier: int = 1
@@ -63,6 +67,7 @@ class DiffOptions:
     continuation_tokens: int = 8
     allow_incomplete: bool = False
     buffer_bytes: int = 32 * 1024 * 1024
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.tier not in (1, 2):
@@ -78,12 +83,14 @@ class DiffOptions:
                 raise UsageError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.buffer_bytes < 0:
             raise UsageError(f"buffer_bytes must be >= 0, got {self.buffer_bytes!r}")
+        if self.workers < 0:
+            raise UsageError(f"workers must be >= 0, got {self.workers!r}")
 
     def replace(self, **changes: object) -> DiffOptions:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, object]:
-        """The options that shape a report's findings (``buffer_bytes`` does not)."""
+        """The options that shape a report's findings (``buffer_bytes`` and ``workers`` do not)."""
         return {
             "tier": self.tier,
             "atol": self.atol,

@@ -42,7 +42,10 @@ class PromptResults(Sequence[PromptResult]):
 
     def append(self, result: PromptResult, key: int) -> None:
         """Add a result; ``key`` orders the results once :meth:`finish` is called."""
-        data = _encoder.encode(result)
+        self.append_encoded(_encoder.encode(result), key)
+
+    def append_encoded(self, data: bytes, key: int) -> None:
+        """Add a result already encoded as JSON."""
         self._file.seek(self._end)
         self._file.write(data)
         if self._keys and key < self._keys[-1]:

@@ -391,3 +391,45 @@ def test_options_are_checked() -> None:
         DiffOptions(atol=-1)
     assert msgspec.json.decode(msgspec.json.encode(DiffOptions().to_dict()))["near_tie_factor"] == 4.0
 
+
+
+def test_worker_processes_give_the_same_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from detllm.diff import _parallel
+    from detllm.report import render_json
+
+    monkeypatch.setattr(_parallel, "BATCH_BYTES", 2000)  # many small batches
+    data = rows(30, length=20)
+    changed = [flip_at(r, i % 20) if i % 3 else drift(r, -1e-6) for i, r in enumerate(data)]
+    a = write(tmp_path / "a.jsonl", data)
+    b = write(tmp_path / "b.jsonl", changed[:-2] + [changed[-1]])
+    alone = diff_traces(a, b)
+    together = diff_traces(a, b, DiffOptions(workers=2))
+    assert render_json(together) == render_json(alone)
+    assert [p.prompt_id for p in together.prompts] == [p.prompt_id for p in alone.prompts]
+
+
+def test_worker_processes_report_a_bad_row_like_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from detllm.diff import _parallel
+
+    monkeypatch.setattr(_parallel, "BATCH_BYTES", 2000)
+    data = rows(10, length=20)
+    a = write(tmp_path / "a.jsonl", data)
+    b = tmp_path / "b.jsonl"
+    lines = a.read_bytes().splitlines()
+    broken = json.loads(lines[7])
+    runner_up, value = broken["top_logprobs"][3][1]
+    broken["token_ids"][3], broken["logprobs"][3] = runner_up, value  # a flip, so step 3 is read
+    broken["top_logprobs"][3] = list(reversed(broken["top_logprobs"][3]))  # and out of order
+    lines[7] = json.dumps(broken, separators=(",", ":")).encode()
+    import hashlib
+
+    digest = hashlib.sha256(b"".join(l + b"\n" for l in lines[1:-1])).hexdigest()
+    lines[-1] = json.dumps({"record": "footer", "rows": 10, "digest": f"sha256:{digest}"}, separators=(",", ":")).encode()
+    b.write_bytes(b"\n".join(lines) + b"\n")
+    messages = []
+    for workers in (1, 2):
+        with pytest.raises(TraceFormatError) as info:
+            diff_traces(a, b, DiffOptions(workers=workers))
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert messages[0].startswith(f"{b}:8: top_logprobs[3][1]: ")

@@ -1,0 +1,137 @@
+"""Analysing differing rows in worker processes, for large traces.
+
+Decoding and analysing a pair of differing rows costs far more than reading it. With
+``DiffOptions.workers`` above 1, pairs whose bytes differ go in batches to worker
+processes while the main process keeps reading, hashing and pairing rows; when the
+workers are busy, the main process analyses a batch itself. Workers are forked, so
+they start at once with everything imported; where fork is not available the
+comparison stays in one process. Results come back encoded, in any order: the report
+puts them in trace order by their keys.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import NamedTuple
+
+import msgspec
+
+from ._analysis import Context, compare
+from ._rows import RowProblem, decode_row
+
+BATCH_BYTES = 4 * 1024 * 1024
+"""Bytes of row lines sent to a worker at a time."""
+
+_encoder = msgspec.json.Encoder()
+
+
+class Item(NamedTuple):
+    """A pair of differing rows, as sent to a worker."""
+
+    key: int
+    left_index: int
+    left_line: int
+    left_raw: bytes
+    right_index: int
+    right_line: int
+    right_raw: bytes
+
+
+class Outcome(NamedTuple):
+    """A worker's answer for one pair: the encoded result, or the problem found."""
+
+    key: int
+    encoded: bytes | None
+    status: str
+    classification: str
+    divergence: int | None
+    problem: tuple[str, str, str] | None  # side, field, problem
+
+
+def analyse(ctx: Context, batch: list[Item]) -> list[Outcome]:
+    out = []
+    for item in batch:
+        side = "left"
+        try:
+            left = decode_row(item.left_raw)
+            side = "right"
+            right = decode_row(item.right_raw)
+            result = compare(ctx, left, right, item.left_index, item.right_index)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            out.append(Outcome(item.key, None, "", "", None, (side, "-", str(exc))))
+            continue
+        except RowProblem as problem:
+            out.append(Outcome(item.key, None, "", "", None, (problem.side, problem.field, problem.problem)))
+            continue
+        index = result.divergence.index if result.divergence is not None else None
+        out.append(Outcome(item.key, _encoder.encode(result), result.status, result.classification, index, None))
+    return out
+
+
+_worker_context: Context | None = None
+
+
+def _initialise(ctx: Context) -> None:
+    global _worker_context
+    _worker_context = ctx
+
+
+def _analyse_in_worker(batch: list[Item]) -> list[Outcome]:
+    assert _worker_context is not None
+    return analyse(_worker_context, batch)
+
+
+def can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+class PairPool:
+    """Analyses pairs in ``workers - 1`` worker processes and in the calling one."""
+
+    def __init__(self, ctx: Context, workers: int) -> None:
+        self._ctx = ctx
+        self._executor = ProcessPoolExecutor(
+            max_workers=workers - 1,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_initialise,
+            initargs=(ctx,),
+        )
+        self._pending: deque[tuple[Future[list[Outcome]], list[Item]]] = deque()
+        self._in_flight = 2 * (workers - 1)
+        self._batch: list[Item] = []
+        self._size = 0
+
+    def add(self, item: Item) -> Iterator[tuple[Outcome, list[Item]]]:
+        """Queue a pair; yield the outcomes that are ready, with their batch."""
+        self._batch.append(item)
+        self._size += len(item.left_raw) + len(item.right_raw)
+        if self._size >= BATCH_BYTES:
+            yield from self._dispatch()
+        while self._pending and self._pending[0][0].done():
+            future, batch = self._pending.popleft()
+            for outcome in future.result():
+                yield outcome, batch
+
+    def finish(self) -> Iterator[tuple[Outcome, list[Item]]]:
+        """Yield every outcome still to come."""
+        if self._batch:
+            yield from self._dispatch(local=True)
+        while self._pending:
+            future, batch = self._pending.popleft()
+            for outcome in future.result():
+                yield outcome, batch
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def _dispatch(self, *, local: bool = False) -> Iterator[tuple[Outcome, list[Item]]]:
+        batch, self._batch, self._size = self._batch, [], 0
+        if not local and len(self._pending) < self._in_flight:
+            self._pending.append((self._executor.submit(_analyse_in_worker, batch), batch))
+            return
+        # The workers are busy: this process takes the batch itself.
+        for outcome in analyse(self._ctx, batch):
+            yield outcome, batch
