@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,4 +84,7 @@ def run(args: argparse.Namespace) -> int:
     except TraceFormatError as error:
         raise as_trouble(error) from None
     emit(report, args)
-    return report.exit_code()
+    code = report.exit_code()
+    if code == 2:
+        print("detllm: Tier 2 cannot be judged: a trace records no logprobs", file=sys.stderr)
+    return code

@@ -142,9 +142,8 @@ def _text(report: AggregateReport, max_prompts: int) -> Iterator[str]:
                 f"(left: run {variant.reference_run}, right: run {variant.run}): {c.classification} at token "
                 f"{c.divergence.index}"
             )
-            lines = divergence_lines(c, report.options.near_tie_factor, k, title="")
             yield from paragraph(title, "")
-            yield from lines[1:]
+            yield from divergence_lines(c, report.options.near_tie_factor, k)
 
 
 def render_aggregate_markdown(report: AggregateReport, *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> str:

@@ -120,12 +120,20 @@ def _rank_line(name: str, other: str, side: Side, k: int) -> str | None:
     )
 
 
-def divergence_lines(result: PromptResult, factor: float, k: int, title: str | None = None) -> list[str]:
-    """The side-by-side account of one prompt's first divergence."""
+def divergence_title(result: PromptResult) -> str:
+    d = result.divergence
+    assert d is not None
+    return (
+        f'Prompt "{escape(result.prompt_id)}": {result.classification} at token {d.index} '
+        f"(left {d.left.length} tokens, right {d.right.length})"
+    )
+
+
+def divergence_lines(result: PromptResult, factor: float, k: int) -> list[str]:
+    """The side-by-side account of one prompt's first divergence, below its title."""
     d: Divergence | None = result.divergence
     assert d is not None
-    lines = [title or f'Prompt "{escape(result.prompt_id)}": {result.classification} at token {d.index} '
-             f"(left {d.left.length} tokens, right {d.right.length})"]
+    lines: list[str] = []
     if d.context:
         start = "..." if d.context_start > 0 else ""
         text = tokens_text(d.context)
@@ -249,6 +257,7 @@ def _diff_lines(report: DiffReport, max_prompts: int) -> Iterator[str]:
         yield ""
         if result.divergence is not None:
             k = min(report.left.top_k, report.right.top_k)
+            yield divergence_title(result)
             yield from divergence_lines(result, report.options.near_tie_factor, k)
         else:
             yield from input_lines(result)

@@ -155,3 +155,10 @@ def test_a_broken_saved_report(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     path.write_text('{"format": "detllm.trace"}')
     code, _, err = run(capsys, "report", path)
     assert (code, err) == (2, f"detllm: {path}:1: format: expected 'detllm.report', got 'detllm.trace'\n")
+
+
+def test_a_saved_report_at_a_tier_it_cannot_judge(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    a = write(tmp_path / "a.jsonl", rows(1, logprobs=False), header(logprobs=Logprobs(semantics="none", top_k=0)))
+    assert run(capsys, "diff", a, a, "--out", tmp_path / "out", "-q")[0] == 0
+    code, _, err = run(capsys, "report", tmp_path / "out", "--tier", "2", "-q")
+    assert (code, err) == (2, "detllm: Tier 2 cannot be judged: a trace records no logprobs\n")
