@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import IO
 
@@ -21,6 +22,7 @@ import msgspec
 
 from ..errors import TraceFormatError
 from ..reader import TraceReader
+from ._parallel import rows_prefix_digest
 from ._rows import prompt_id_decoder, prompt_id_of
 
 _NEWLINE = b"\n"
@@ -71,29 +73,62 @@ class _Digests:
 
     While the two traces are byte-identical one ``shared`` digest stands for both,
     so identical traces are hashed once; :meth:`split` copies it when they part.
+
+    With ``left_digest`` (a worker hashing the left trace on its own), this process
+    hashes nothing while the traces agree; when they part, it hashes the right
+    trace's rows read so far once more from the file, and goes on from there.
     """
 
-    def __init__(self) -> None:
-        self._digests = {"shared": hashlib.sha256()}
+    def __init__(self, left_digest: Future[str | None] | None, paths: dict[str, str]) -> None:
+        self._left_digest = left_digest
+        self._paths = paths
+        self._bytes = {"left": 0, "right": 0}
+        self._digests = {"shared": hashlib.sha256()} if left_digest is None else {}
 
     def update(self, stream: str, raw: bytes) -> None:
+        if self._left_digest is not None:
+            if stream == "shared":
+                self._bytes["left"] += len(raw) + 1
+                self._bytes["right"] += len(raw) + 1
+                return
+            self._bytes[stream] += len(raw) + 1
+            if stream == "left":
+                return
         digest = self._digests[stream]
         digest.update(raw)
         digest.update(_NEWLINE)
 
     def split(self) -> None:
+        if self._left_digest is not None:
+            self._digests["right"] = rows_prefix_digest(self._paths["right"], self._bytes["right"])
+            return
         shared = self._digests.pop("shared")
         self._digests["left"], self._digests["right"] = shared.copy(), shared
 
     def hexdigests(self) -> dict[str, str]:
         """``shared`` until a split, then ``left`` and ``right``."""
-        return {name: "sha256:" + digest.hexdigest() for name, digest in self._digests.items()}
+        digests = {name: "sha256:" + digest.hexdigest() for name, digest in self._digests.items()}
+        if self._left_digest is not None:
+            try:
+                left = self._left_digest.result()
+            except Exception:  # noqa: BLE001 - a worker that failed: hash here instead
+                left = None
+            if left is None:
+                left = "sha256:" + rows_prefix_digest(self._paths["left"], self._bytes["left"]).hexdigest()
+            digests["left" if "right" in digests else "shared"] = left
+        return digests
 
 
 class Aligner:
     """Iterate over :class:`Same`, :class:`Pair` and :class:`Only` events."""
 
-    def __init__(self, left: TraceReader, right: TraceReader, buffer_bytes: int) -> None:
+    def __init__(
+        self,
+        left: TraceReader,
+        right: TraceReader,
+        buffer_bytes: int,
+        left_digest: Future[str | None] | None = None,
+    ) -> None:
         self.left = left
         self.right = right
         self.buffer_bytes = buffer_bytes
@@ -110,7 +145,7 @@ class Aligner:
             left.verify_digest = right.verify_digest = True
         else:
             left.verify_digest = right.verify_digest = False
-        self._digests = _Digests()
+        self._digests = _Digests(left_digest if self._own_digest else None, {"left": left.path, "right": right.path})
         self._shared = True
 
     # -- public -----------------------------------------------------------------------

@@ -127,10 +127,11 @@ class _Comparison:
 
     def run(self) -> DiffReport:
         setup = compare_setup(self.left.header, self.right.header)
-        aligner = Aligner(self.left, self.right, self.options.buffer_bytes)
         pool = PairPool(self.ctx, self.workers) if self.workers > 1 and can_fork() else None
         add = self._add
         try:
+            left_digest = pool.digest(self.left.path) if pool is not None else None
+            aligner = Aligner(self.left, self.right, self.options.buffer_bytes, left_digest)
             for event in aligner:
                 if type(event) is Same:
                     add(identical(event.prompt_id, event.left_index, event.right_index), event.left_index)

@@ -1,17 +1,20 @@
-"""Analysing differing rows in worker processes, for large traces.
+"""Work for worker processes, for large traces: hashing, and analysing differing rows.
 
-Decoding and analysing a pair of differing rows costs far more than reading it. With
-``DiffOptions.workers`` above 1, pairs whose bytes differ go in batches to worker
-processes while the main process keeps reading, hashing and pairing rows; when the
-workers are busy, the main process analyses a batch itself. Workers are forked, so
-they start at once with everything imported; where fork is not available the
-comparison stays in one process. Results come back encoded, in any order: the report
-puts them in trace order by their keys.
+Decoding and analysing a pair of differing rows costs far more than reading it, and
+hashing a trace for its footer's digest costs as much as reading it. With
+``DiffOptions.workers`` above 1, a worker hashes the left trace on its own while the
+main process reads and pairs rows, and pairs whose bytes differ go to the workers in
+batches; when the workers are busy, the main process analyses a batch itself.
+Workers are forked, so they start at once with everything imported; where fork is
+not available the comparison stays in one process. Results come back encoded, in
+any order: the report puts them in trace order by their keys.
 """
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
+import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -19,6 +22,7 @@ from typing import NamedTuple
 
 import msgspec
 
+from .._io import open_binary
 from ._analysis import Context, compare
 from ._rows import RowProblem, decode_row
 
@@ -84,6 +88,52 @@ def _analyse_in_worker(batch: list[Item]) -> list[Outcome]:
     return analyse(_worker_context, batch)
 
 
+_TAIL = 64 * 1024
+"""Bytes held back from the hash until the end, to leave the footer line out."""
+
+
+def rows_digest(path: str) -> str | None:
+    """``sha256:<hex>`` of a trace's row lines: every byte between header and last line.
+
+    Meant for a trace whose reader found its footer on the last line. None when that
+    line is longer than the part held back.
+    """
+    digest = hashlib.sha256()
+    pending = bytearray()
+    with open_binary(path) as f:
+        f.readline()  # the header
+        while True:
+            chunk = f.read(1024 * 1024)
+            if not chunk:
+                break
+            pending += chunk
+            if len(pending) > 2 * _TAIL:
+                cut = len(pending) - _TAIL
+                digest.update(memoryview(pending)[:cut])
+                del pending[:cut]
+    tail = bytes(pending)
+    end = len(tail) - 1 if tail.endswith(b"\n") else len(tail)
+    start = tail.rfind(b"\n", 0, end) + 1
+    if start == 0 and len(tail) >= _TAIL:
+        return None
+    digest.update(tail[:start])
+    return "sha256:" + digest.hexdigest()
+
+
+def rows_prefix_digest(path: str, length: int) -> hashlib._Hash:  # type: ignore[name-defined]
+    """The digest state after the first ``length`` bytes of a trace's row lines."""
+    digest = hashlib.sha256()
+    with open_binary(path) as f:
+        f.readline()
+        while length > 0:
+            chunk = f.read(min(length, 1024 * 1024))
+            if not chunk:
+                break
+            digest.update(chunk)
+            length -= len(chunk)
+    return digest
+
+
 def can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
@@ -103,6 +153,10 @@ class PairPool:
         self._in_flight = 2 * (workers - 1)
         self._batch: list[Item] = []
         self._size = 0
+
+    def digest(self, path: str) -> Future[str | None]:
+        """Hash a trace's row lines in a worker (see :func:`rows_digest`)."""
+        return self._executor.submit(rows_digest, os.fspath(path))
 
     def add(self, item: Item) -> Iterator[tuple[Outcome, list[Item]]]:
         """Queue a pair; yield the outcomes that are ready, with their batch."""

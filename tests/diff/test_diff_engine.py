@@ -433,3 +433,29 @@ def test_worker_processes_report_a_bad_row_like_one_process(tmp_path: Path, monk
         messages.append(str(info.value))
     assert messages[0] == messages[1]
     assert messages[0].startswith(f"{b}:8: top_logprobs[3][1]: ")
+
+
+@pytest.mark.parametrize("shape", ["identical", "part_way", "reordered", "from_the_start"])
+def test_a_worker_hashing_the_left_trace_checks_the_same_digests(tmp_path: Path, shape: str) -> None:
+    data = rows(12, length=16)
+    if shape == "identical":
+        other = data
+    elif shape == "part_way":
+        other = data[:7] + [drift(r, -1e-6) for r in data[7:]]
+    elif shape == "reordered":
+        other = data[:4] + list(reversed(data[4:]))
+    else:
+        other = [flip_at(r, 3) for r in data]
+    a = write(tmp_path / "a.jsonl", data)
+    b = write(tmp_path / "b.jsonl.gz", other, header(created_at="2026-11-29T00:00:00Z"))
+    assert statuses(diff_traces(a, b, DiffOptions(workers=2))) == statuses(diff_traces(a, b))
+    # A modified file is caught on either side, with or without the worker.
+    text = a.read_text()
+    last_row = text.splitlines()[-2]
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text(text.replace(last_row, last_row.replace('"finish_reason":"length"', '"finish_reason":"lengths"')))
+    for left, right in ((changed, b), (b, changed)):
+        for workers in (1, 2):
+            with pytest.raises(TraceFormatError) as info:
+                diff_traces(left, right, DiffOptions(workers=workers))
+            assert str(info.value) == f"{changed}:14: digest: does not match the rows: the trace was modified or corrupted"
