@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -65,14 +66,19 @@ def emit(report: Any, args: argparse.Namespace) -> None:
         write_report_dir(report, args.out, max_prompts=args.max_prompts)
     if args.quiet:
         return
-    if args.json:
-        write_json(report, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
-    elif args.markdown:
-        sys.stdout.write(render_markdown(report, max_prompts=args.max_prompts))
-    else:
-        sys.stdout.write(render_text(report, max_prompts=args.max_prompts))
-    sys.stdout.flush()
+    try:
+        if args.json:
+            write_json(report, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        elif args.markdown:
+            sys.stdout.write(render_markdown(report, max_prompts=args.max_prompts))
+        else:
+            sys.stdout.write(render_text(report, max_prompts=args.max_prompts))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``detllm diff a b | head``): the verdict still decides the exit status.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def as_trouble(error: TraceFormatError) -> InputError:
