@@ -166,22 +166,26 @@ def generate(directory: Path, size: int) -> tuple[Path, Path, Path]:
 TIME = "/usr/bin/time"
 
 
-def timed(command: list[str], **kwargs) -> tuple[float, int, int]:
-    """Wall seconds, peak RSS (bytes) and exit status of a child process.
+def timed(command: list[str], **kwargs) -> tuple[float, float | None, int, int]:
+    """Wall seconds, CPU seconds, peak RSS (bytes) and exit status of a child process.
 
-    The peak RSS comes from ``/usr/bin/time``, which forks a small process: a child
-    forked from this script would count the script's own pages before its exec.
+    ``/usr/bin/time`` measures them: it forks a small process, whereas a child forked
+    from this script would count the script's own pages before its exec. The CPU time
+    and peak RSS include the child's own worker processes.
     """
     if os.path.exists(TIME):
         started = time.perf_counter()
-        done = subprocess.run([TIME, "-f", "%M", *command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)
+        done = subprocess.run(
+            [TIME, "-f", "%M %U %S", *command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs
+        )
         elapsed = time.perf_counter() - started
-        return elapsed, int(done.stderr.strip().splitlines()[-1]) * 1024, done.returncode
+        rss, user, system = done.stderr.strip().splitlines()[-1].split()
+        return elapsed, float(user) + float(system), int(rss) * 1024, done.returncode
     started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, **kwargs)
     _, status, usage = os.wait4(child.pid, 0)
     elapsed = time.perf_counter() - started
-    return elapsed, usage.ru_maxrss * 1024, os.waitstatus_to_exitcode(status)
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, os.waitstatus_to_exitcode(status)
 
 
 def header_length(path: Path) -> int:
@@ -193,13 +197,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=float, default=1024, help="size of each trace (default 1024 MB)")
     parser.add_argument("--data-dir", default=str(ROOT / "bench-data"), help="where to write the traces")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs of each command; the best is shown")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of each command; the fastest is shown")
+    parser.add_argument("--workers", type=int, default=None, help="pass --workers N to detllm diff (default: its own choice)")
     args = parser.parse_args()
     size = int(args.size_mb * 1024 * 1024)
     reference, repeat, divergent = generate(Path(args.data_dir), size)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    detllm = [sys.executable, "-m", "detllm", "diff"]
-    print(f"{'pair':<11} {'command':<12} {'input MB':>9} {'seconds':>8} {'MB/s':>8} {'peak RSS MB':>12} {'exit':>5}")
+    detllm = [sys.executable, "-m", "detllm", "diff"] + ([] if args.workers is None else ["--workers", str(args.workers)])
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"{os.cpu_count()} CPUs, load average {load:.2f} before the runs")
+    print(f"{'pair':<11} {'command':<12} {'input MB':>9} {'seconds':>8} {'MB/s':>8} {'CPU s':>7} {'peak RSS MB':>12} {'exit':>5}")
     for name, right, expect in (("identical", repeat, 0), ("divergent", divergent, 1)):
         total = reference.stat().st_size + right.stat().st_size
         skip = f"--ignore-initial={header_length(reference)}:{header_length(right)}"
@@ -210,9 +217,13 @@ def main() -> None:
         }
         for label, command in commands.items():
             runs = [timed(command, env=env) for _ in range(args.repeat)]
-            seconds, rss, code = min(runs)
+            seconds, cpu, rss, code = min(runs)
             rate = total / seconds / 1e6
-            print(f"{name:<11} {label:<12} {total / 1e6:>9.0f} {seconds:>8.3f} {rate:>8.0f} {rss / 1e6:>12.1f} {code:>5}")
+            cpu_text = f"{cpu:.2f}" if cpu is not None else "n/a"
+            print(
+                f"{name:<11} {label:<12} {total / 1e6:>9.0f} {seconds:>8.3f} {rate:>8.0f} {cpu_text:>7} "
+                f"{max(r[2] for r in runs) / 1e6:>12.1f} {code:>5}"
+            )
             if label == "detllm diff" and code != expect:
                 print(f"  unexpected exit status {code} (expected {expect})", file=sys.stderr)
         if name == "divergent":
