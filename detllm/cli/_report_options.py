@@ -29,8 +29,8 @@ def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--allow-incomplete", action="store_true",
                        help="read traces without a footer (a run that did not finish); the report says so")
     group.add_argument("--workers", type=int, default=0, metavar="N",
-                       help="processes analysing differing rows (default 0: 2 for large traces on a "
-                       "multi-core machine, else 1)")
+                       help="processes hashing and analysing rows (default 0: 2 for large traces when "
+                       "a core is free, else 1)")
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:

@@ -57,12 +57,22 @@ def diff_traces(
 
 
 AUTO_PARALLEL_BYTES = 64 * 1024 * 1024
-"""With ``workers=0``, traces this large together get a second process on a multi-core machine."""
+"""With ``workers=0``, traces this large together get a second process when a core is free."""
 
 
 def _auto_workers(*paths: str) -> int:
+    """2 for large traces when the machine has a core to spare, else 1.
+
+    A second process only pays when it runs beside the first: on a machine whose
+    cores are all busy it adds its overhead and takes nothing off.
+    """
     size = sum(os.path.getsize(p) for p in paths)
-    return 2 if size >= AUTO_PARALLEL_BYTES and (os.cpu_count() or 1) >= 2 else 1
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        busy = 0.0
+    return 2 if size >= AUTO_PARALLEL_BYTES and cores >= 2 and busy <= cores - 1 else 1
 
 
 def compare_rows(

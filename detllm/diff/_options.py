@@ -55,7 +55,8 @@ class DiffOptions:
     list prompts in different orders; beyond it they go to a temporary file.
     ``workers``: processes that analyse differing rows. 1 keeps everything in the
     calling process; more forks worker processes (where the platform can fork); 0
-    chooses: 2 on a multi-core machine for traces of 64 MB or more together, else 1.
+    chooses: 2 for traces of 64 MB or more together when the machine has a core to
+    spare (its load average leaves one free), else 1.
     Neither ``buffer_bytes`` nor ``workers`` changes a finding.
     """
 
