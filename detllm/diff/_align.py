@@ -14,9 +14,8 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import msgspec
 
@@ -24,6 +23,9 @@ from ..errors import TraceFormatError
 from ..reader import TraceReader
 from ._parallel import rows_prefix_digest
 from ._rows import prompt_id_decoder, prompt_id_of
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 _NEWLINE = b"\n"
 

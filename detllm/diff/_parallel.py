@@ -13,18 +13,20 @@ any order: the report puts them in trace order by their keys.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
+import sys
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 
 from .._io import open_binary
 from ._analysis import Context, compare
 from ._rows import RowProblem, decode_row
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 BATCH_BYTES = 4 * 1024 * 1024
 """Bytes of row lines sent to a worker at a time."""
@@ -99,19 +101,26 @@ def rows_digest(path: str) -> str | None:
     line is longer than the part held back.
     """
     digest = hashlib.sha256()
-    pending = bytearray()
+    chunk = 1024 * 1024
+    buffer = bytearray(chunk + _TAIL)
+    view = memoryview(buffer)
+    held = 0  # bytes at the front of the buffer read but not hashed yet
     with open_binary(path) as f:
         f.readline()  # the header
         while True:
-            chunk = f.read(1024 * 1024)
-            if not chunk:
+            n = f.readinto(view[held : held + chunk])
+            if not n:
                 break
-            pending += chunk
-            if len(pending) > 2 * _TAIL:
-                cut = len(pending) - _TAIL
-                digest.update(memoryview(pending)[:cut])
-                del pending[:cut]
-    tail = bytes(pending)
+            total = held + n
+            if total > _TAIL:
+                cut = total - _TAIL
+                digest.update(view[:cut])
+                view[:_TAIL] = view[cut:total]
+                held = _TAIL
+            else:
+                held = total
+    tail = bytes(view[:held])
+    view.release()
     end = len(tail) - 1 if tail.endswith(b"\n") else len(tail)
     start = tail.rfind(b"\n", 0, end) + 1
     if start == 0 and len(tail) >= _TAIL:
@@ -135,6 +144,11 @@ def rows_prefix_digest(path: str, length: int) -> hashlib._Hash:  # type: ignore
 
 
 def can_fork() -> bool:
+    # multiprocessing is imported only when a worker is wanted: it is slow to import.
+    if sys.platform == "win32":
+        return False
+    import multiprocessing
+
     return "fork" in multiprocessing.get_all_start_methods()
 
 
@@ -142,6 +156,9 @@ class PairPool:
     """Analyses pairs in ``workers - 1`` worker processes and in the calling one."""
 
     def __init__(self, ctx: Context, workers: int) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         self._ctx = ctx
         self._executor = ProcessPoolExecutor(
             max_workers=workers - 1,

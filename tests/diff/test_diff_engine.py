@@ -12,6 +12,7 @@ import pytest
 
 from detllm.diff import DiffOptions, DiffReport, compare_rows, diff_traces
 from detllm.errors import IncompleteTraceError, InputError, TraceFormatError, UsageError
+from detllm.reader import open_trace
 from detllm.trace import Batch, Decoding, Environment, Logprobs
 from detllm.writer import TraceWriter
 from tests.diff._traces import drift, flip_at, header, replace, rows, write
@@ -459,3 +460,19 @@ def test_a_worker_hashing_the_left_trace_checks_the_same_digests(tmp_path: Path,
             with pytest.raises(TraceFormatError) as info:
                 diff_traces(left, right, DiffOptions(workers=workers))
             assert str(info.value) == f"{changed}:14: digest: does not match the rows: the trace was modified or corrupted"
+
+
+def test_rows_digest_matches_the_footer(tmp_path: Path) -> None:
+    from detllm.diff._parallel import rows_digest, rows_prefix_digest
+
+    for name, data in (("empty.jsonl", []), ("some.jsonl.gz", rows(3)), ("more.jsonl", rows(40, length=30))):
+        path = write(tmp_path / name, data)
+        with open_trace(path) as reader:
+            raw_lengths = [len(raw) + 1 for _, raw in reader.raw_rows()]
+            footer = reader.footer
+        assert footer is not None and rows_digest(str(path)) == footer.digest
+        assert "sha256:" + rows_prefix_digest(str(path), sum(raw_lengths)).hexdigest() == footer.digest
+    # A footer line without its newline is still left out.
+    cut = tmp_path / "cut.jsonl"
+    cut.write_bytes((tmp_path / "more.jsonl").read_bytes().rstrip(b"\n"))
+    assert rows_digest(str(cut)) == footer.digest
