@@ -13,7 +13,7 @@ from ..errors import NewerMinorVersionWarning, TraceFormatError, UsageError
 from ..reader import TraceReader, open_trace
 from ..trace import Header, Row
 from ._align import Aligner, Only, Pair, Same
-from ._analysis import Context, compare, identical, unmatched
+from ._analysis import Context, compare, identical_encoded, unmatched
 from ._header import compare_setup
 from ._numbers import count
 from ._model import CLASSIFICATIONS, STATUSES, TIER1_FAILURES, PositionCount, PromptResult, Summary, TraceInfo, Verdict
@@ -142,9 +142,12 @@ class _Comparison:
         try:
             left_digest = pool.digest(self.left.path) if pool is not None else None
             aligner = Aligner(self.left, self.right, self.options.buffer_bytes, left_digest)
+            statuses, classes, append = self.statuses, self.classes, self.results.append_encoded
             for event in aligner:
                 if type(event) is Same:
-                    add(identical(event.prompt_id, event.left_index, event.right_index), event.left_index)
+                    statuses["identical"] += 1
+                    classes["identical"] += 1
+                    append(identical_encoded(event.prompt_id, event.left_index, event.right_index), event.left_index)
                 elif type(event) is Pair:
                     if pool is None:
                         add(self._pair(event), event.left_index)

@@ -18,6 +18,9 @@ from ._model import PromptResult
 _IN_MEMORY = 8 * 1024 * 1024
 """Bytes of encoded results kept in memory before they move to a temporary file."""
 
+_FLUSH = 1024 * 1024
+"""Encoded results gather in a buffer this large before they are written out."""
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(PromptResult)
 
@@ -32,6 +35,7 @@ class PromptResults(Sequence[PromptResult]):
         self._keys = array("q")
         self._end = 0
         self._sorted = True
+        self._buffer = bytearray()
 
     @classmethod
     def of(cls, results: Iterable[PromptResult]) -> PromptResults:
@@ -46,17 +50,25 @@ class PromptResults(Sequence[PromptResult]):
 
     def append_encoded(self, data: bytes, key: int) -> None:
         """Add a result already encoded as JSON."""
-        self._file.seek(self._end)
-        self._file.write(data)
         if self._keys and key < self._keys[-1]:
             self._sorted = False
         self._offsets.append(self._end)
         self._lengths.append(len(data))
         self._keys.append(key)
         self._end += len(data)
+        self._buffer += data
+        if len(self._buffer) >= _FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self._file.seek(0, 2)
+            self._file.write(self._buffer)
+            self._buffer.clear()
 
     def finish(self) -> None:
         """Put the results in key order."""
+        self._flush()
         if self._sorted:
             return
         order = sorted(range(len(self._keys)), key=self._keys.__getitem__)
@@ -83,6 +95,7 @@ class PromptResults(Sequence[PromptResult]):
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError("result index out of range")
+        self._flush()
         self._file.seek(self._offsets[index])
         return self._file.read(self._lengths[index])
 

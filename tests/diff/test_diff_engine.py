@@ -476,3 +476,10 @@ def test_rows_digest_matches_the_footer(tmp_path: Path) -> None:
     cut = tmp_path / "cut.jsonl"
     cut.write_bytes((tmp_path / "more.jsonl").read_bytes().rstrip(b"\n"))
     assert rows_digest(str(cut)) == footer.digest
+
+
+def test_the_shortcut_encoding_of_identical_results() -> None:
+    from detllm.diff._analysis import identical, identical_encoded
+
+    for pid in ("p0", 'quote " and \\ back', "é 猫 \n"):
+        assert identical_encoded(pid, 3, 7) == msgspec.json.encode(identical(pid, 3, 7))
