@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING
 
 import msgspec
 
+from .._io import GZIP_MAGIC
 from ..errors import TraceFormatError
 from ..reader import TraceReader
 from ._parallel import rows_prefix_digest
@@ -41,7 +42,11 @@ class Same:
 
 @dataclass(frozen=True)
 class Pair:
-    """The two rows of one prompt, whose bytes differ."""
+    """The two rows of one prompt, whose bytes differ.
+
+    ``left_offset`` and ``right_offset`` are the rows' byte offsets in plain (not
+    compressed) trace files, or -1.
+    """
 
     prompt_id: str
     left_index: int
@@ -50,6 +55,8 @@ class Pair:
     right_index: int
     right_line: int
     right_raw: bytes
+    left_offset: int = -1
+    right_offset: int = -1
 
 
 @dataclass(frozen=True)
@@ -66,8 +73,18 @@ class _Waiting:
     index: int
     line: int
     raw: bytes | None
-    offset: int = 0
+    position: int
+    spill_offset: int = 0
     length: int = 0
+
+
+def _first_row_offset(path: str) -> int:
+    """Where a plain trace file's rows start (after its header line); -1 for gzip."""
+    with open(path, "rb") as f:
+        if f.read(2) == GZIP_MAGIC:
+            return -1
+        f.seek(0)
+        return len(f.readline())
 
 
 class _Digests:
@@ -149,6 +166,10 @@ class Aligner:
             left.verify_digest = right.verify_digest = False
         self._digests = _Digests(left_digest if self._own_digest else None, {"left": left.path, "right": right.path})
         self._shared = True
+        # Byte offsets of the rows, where a worker can read them back from the file.
+        self._position = {"left": _first_row_offset(left.path), "right": _first_row_offset(right.path)}
+        if not self._own_digest:
+            self._position = {"left": -1, "right": -1}
 
     # -- public -----------------------------------------------------------------------
 
@@ -168,6 +189,7 @@ class Aligner:
         matched = self._matched
         waiting_left = self._waiting["left"]
         waiting_right = self._waiting["right"]
+        position = self._position
         l_item = r_item = None
         for l_item in left_rows:
             r_item = next(right_rows, None)
@@ -175,6 +197,11 @@ class Aligner:
                 break
             lline, lraw = l_item
             rline, rraw = r_item
+            lpos, rpos = position["left"], position["right"]
+            if lpos >= 0:
+                position["left"] = lpos + len(lraw) + 1
+            if rpos >= 0:
+                position["right"] = rpos + len(rraw) + 1
             if shared and lraw == rraw:
                 update("shared", lraw)
                 pid = self._id("left", lline, lraw)
@@ -197,10 +224,10 @@ class Aligner:
                     if lraw == rraw:
                         yield Same(lpid, li, ri)
                     else:
-                        yield Pair(lpid, li, lline, lraw, ri, rline, rraw)
+                        yield Pair(lpid, li, lline, lraw, ri, rline, rraw, lpos, rpos)
                 else:
-                    yield from self._arrive("left", lpid, li, lline, lraw, other_done=False)
-                    yield from self._arrive("right", rpid, ri, rline, rraw, other_done=False)
+                    yield from self._arrive("left", lpid, li, lline, lraw, lpos, other_done=False)
+                    yield from self._arrive("right", rpid, ri, rline, rraw, rpos, other_done=False)
             li += 1
             ri += 1
             l_item = r_item = None
@@ -226,13 +253,18 @@ class Aligner:
         item: tuple[int, bytes] | None = first
         while item is not None:
             line, raw = item
+            position = self._position[side]
+            if position >= 0:
+                self._position[side] = position + len(raw) + 1
             self._hash(side, raw)
             pid = self._id(side, line, raw)
-            yield from self._arrive(side, pid, index, line, raw, other_done=True)
+            yield from self._arrive(side, pid, index, line, raw, position, other_done=True)
             index += 1
             item = next(rows, None)
 
-    def _arrive(self, side: str, pid: str, index: int, line: int, raw: bytes, *, other_done: bool) -> Iterator[Pair | Only]:
+    def _arrive(
+        self, side: str, pid: str, index: int, line: int, raw: bytes, position: int, *, other_done: bool
+    ) -> Iterator[Pair | Only]:
         other = "right" if side == "left" else "left"
         if pid in self._matched or pid in self._waiting[side]:
             self._duplicate(side, line, line, pid)
@@ -241,25 +273,25 @@ class Aligner:
             self._matched.add(pid)
             partner_raw = self._take(partner)
             if side == "left":
-                yield Pair(pid, index, line, raw, partner.index, partner.line, partner_raw)
+                yield Pair(pid, index, line, raw, partner.index, partner.line, partner_raw, position, partner.position)
             else:
-                yield Pair(pid, partner.index, partner.line, partner_raw, index, line, raw)
+                yield Pair(pid, partner.index, partner.line, partner_raw, index, line, raw, partner.position, position)
         elif other_done:
             self._matched.add(pid)  # for the duplicate check: it cannot be matched any more
             yield Only(pid, side, index)
         else:
-            self._wait(side, pid, index, line, raw)
+            self._wait(side, pid, index, line, raw, position)
 
-    def _wait(self, side: str, pid: str, index: int, line: int, raw: bytes) -> None:
+    def _wait(self, side: str, pid: str, index: int, line: int, raw: bytes, position: int) -> None:
         if self.buffered + len(raw) <= self.buffer_bytes:
-            self._waiting[side][pid] = _Waiting(index, line, raw)
+            self._waiting[side][pid] = _Waiting(index, line, raw, position)
             self.buffered += len(raw)
             return
         if self._spill is None:
             self._spill = tempfile.TemporaryFile()  # noqa: SIM115 - closed at the end of the scan
         self._spill.seek(self._spill_end)
         self._spill.write(raw)
-        self._waiting[side][pid] = _Waiting(index, line, None, self._spill_end, len(raw))
+        self._waiting[side][pid] = _Waiting(index, line, None, position, self._spill_end, len(raw))
         self._spill_end += len(raw)
         self.spilled += 1
 
@@ -268,7 +300,7 @@ class Aligner:
             self.buffered -= len(waiting.raw)
             return waiting.raw
         assert self._spill is not None
-        self._spill.seek(waiting.offset)
+        self._spill.seek(waiting.spill_offset)
         return self._spill.read(waiting.length)
 
     def _id(self, side: str, line: int, raw: bytes) -> str:

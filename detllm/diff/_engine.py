@@ -137,7 +137,8 @@ class _Comparison:
 
     def run(self) -> DiffReport:
         setup = compare_setup(self.left.header, self.right.header)
-        pool = PairPool(self.ctx, self.workers) if self.workers > 1 and can_fork() else None
+        paths = (self.left.path, self.right.path)
+        pool = PairPool(self.ctx, self.workers, paths) if self.workers > 1 and can_fork() else None
         add = self._add
         try:
             left_digest = pool.digest(self.left.path) if pool is not None else None
@@ -157,9 +158,13 @@ class _Comparison:
                             event.left_index,
                             event.left_line,
                             event.left_raw,
+                            event.left_offset,
+                            len(event.left_raw),
                             event.right_index,
                             event.right_line,
                             event.right_raw,
+                            event.right_offset,
+                            len(event.right_raw),
                         )
                         for outcome, batch in pool.add(item):
                             self._outcome(outcome, batch)
@@ -204,6 +209,7 @@ class _Comparison:
         if outcome.problem is not None:
             item = next(i for i in batch if i.key == outcome.key)
             side, field, problem = outcome.problem
+            assert item.left_raw is not None and item.right_raw is not None
             if side == "left":
                 self._bad(self.left, item.left_line, item.left_raw, RowProblem(side, field, problem))
             self._bad(self.right, item.right_line, item.right_raw, RowProblem(side, field, problem))

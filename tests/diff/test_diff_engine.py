@@ -483,3 +483,27 @@ def test_the_shortcut_encoding_of_identical_results() -> None:
 
     for pid in ("p0", 'quote " and \\ back', "é 猫 \n"):
         assert identical_encoded(pid, 3, 7) == msgspec.json.encode(identical(pid, 3, 7))
+
+
+def test_workers_read_rows_back_by_offset(tmp_path: Path) -> None:
+    import pickle
+
+    from detllm.diff._align import Aligner, Pair
+    from detllm.diff._parallel import Item, analyse
+    from detllm.diff._analysis import Context
+
+    data = rows(6, length=10)
+    a = write(tmp_path / "a.jsonl", data)
+    b = write(tmp_path / "b.jsonl", [flip_at(r, 2) for r in reversed(data)])
+    with open_trace(a, verify_digest=False) as left, open_trace(b, verify_digest=False) as right:
+        ctx = Context.of(left.header, right.header, DiffOptions())
+        pairs = [e for e in Aligner(left, right, 0) if isinstance(e, Pair)]
+    items = [
+        Item(i, p.left_index, p.left_line, p.left_raw, p.left_offset, len(p.left_raw),
+             p.right_index, p.right_line, p.right_raw, p.right_offset, len(p.right_raw))
+        for i, p in enumerate(pairs)
+    ]
+    assert all(p.left_offset > 0 and p.right_offset > 0 for p in pairs)
+    shipped = pickle.loads(pickle.dumps(items))
+    assert all(i.left_raw is None and i.right_raw is None for i in shipped)
+    assert analyse(ctx, shipped, (str(a), str(b))) == analyse(ctx, items)
