@@ -1,9 +1,12 @@
 """Rendered reports of the fixture traces against their golden files.
 
-Every directory under ``fixtures/diff/`` is a case: ``left.jsonl[.gz]`` and
+Every directory under ``fixtures/diff/`` (synthetic traces) and ``fixtures/recorded/``
+(traces recorded from real models) is a case: ``left.jsonl[.gz]`` and
 ``right.jsonl[.gz]`` are compared with ``diff``; ``runs/`` holds traces to aggregate.
 An optional ``options.json`` gives DiffOptions fields. Adding a directory adds a
-case. Regenerate the goldens with ``DETLLM_UPDATE_GOLDENS=1``.
+case. Write or rewrite the goldens (``report.txt``, ``report.md``, ``report.json``
+next to the traces) with ``DETLLM_UPDATE_GOLDENS=1``. A synthetic case without its
+goldens fails; a recorded one is skipped until they are written.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from detllm.report import aggregate_traces, render_json, render_markdown, render
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures" / "diff"
+RECORDED = ROOT / "fixtures" / "recorded"
 UPDATE = os.environ.get("DETLLM_UPDATE_GOLDENS") == "1"
 
 
@@ -30,11 +34,14 @@ def _trace(case: Path, name: str) -> Path | None:
     return None
 
 
-def cases() -> list[Path]:
+def cases(*roots: Path) -> list[Path]:
     found = []
-    for case in sorted(p for p in FIXTURES.iterdir() if p.is_dir()):
-        if (_trace(case, "left") and _trace(case, "right")) or (case / "runs").is_dir():
-            found.append(case)
+    for root in roots or (FIXTURES, RECORDED):
+        if not root.is_dir():
+            continue
+        for case in sorted(p for p in root.iterdir() if p.is_dir()):
+            if (_trace(case, "left") and _trace(case, "right")) or (case / "runs").is_dir():
+                found.append(case)
     return found
 
 
@@ -69,6 +76,8 @@ def test_rendering_matches_golden(case: Path, kind: str) -> None:
     golden = case / f"report.{kind}"
     if UPDATE:
         golden.write_text(rendered, encoding="utf-8")
+    if not golden.exists() and case.parent == RECORDED:
+        pytest.skip(f"no golden {golden.name} yet; DETLLM_UPDATE_GOLDENS=1 writes it")
     assert golden.exists(), f"no golden {golden}; run with DETLLM_UPDATE_GOLDENS=1 to create it"
     assert rendered == golden.read_text(encoding="utf-8")
 
@@ -83,7 +92,7 @@ def test_text_fits_80_columns(case: Path) -> None:
 
 
 def test_cases_named_after_a_classification_have_it() -> None:
-    named = [c for c in cases() if c.name in CLASSIFICATIONS]
+    named = [c for c in cases(FIXTURES) if c.name in CLASSIFICATIONS]
     assert len(named) >= 7
     for case in named:
         assert build(case).classification == case.name, case.name
@@ -91,9 +100,28 @@ def test_cases_named_after_a_classification_have_it() -> None:
 
 def test_fixtures_cover_every_classification() -> None:
     seen: set[str] = set()
-    for case in cases():
+    for case in cases(FIXTURES):
         seen.update(c for c, n in build(case).summary.classifications.items() if n)
     assert seen == set(CLASSIFICATIONS)
+
+
+RECORDED_VERDICTS = {
+    "repeat-identical": ("identical", "run_to_run"),
+    "drift-batch-size": ("logprob_drift", "batch_dependence"),
+    "flip-batch-size": ("near_tie_flip", "batch_dependence"),
+    "sampling-seeds": ("sampling_divergence", "different_setup"),
+    "model-mismatch": ("decisive_flip", "different_setup"),
+}
+"""What the traces recorded from real models must be classified as (see their READMEs)."""
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED_VERDICTS))
+def test_recorded_traces_get_their_verdict(name: str) -> None:
+    case = RECORDED / name
+    if not case.is_dir():
+        pytest.skip(f"{case.relative_to(ROOT)} is not in this checkout")
+    report = build(case)
+    assert (report.classification, report.setup.attribution.cause) == RECORDED_VERDICTS[name]
 
 
 def test_fixture_traces_regenerate_byte_for_byte(tmp_path: Path) -> None:
