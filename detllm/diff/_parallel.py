@@ -28,7 +28,7 @@ from ._rows import RowProblem, decode_row
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-BATCH_BYTES = 4 * 1024 * 1024
+BATCH_BYTES = 2 * 1024 * 1024
 """Bytes of row lines sent to a worker at a time."""
 
 _encoder = msgspec.json.Encoder()
@@ -249,7 +249,7 @@ class PairPool:
             initargs=(ctx, paths),
         )
         self._pending: deque[tuple[Future[list[Outcome]], list[Item]]] = deque()
-        self._in_flight = 2 * (workers - 1)
+        self._in_flight = 4 * (workers - 1)
         self._batch: list[Item] = []
         self._size = 0
 
