@@ -37,6 +37,16 @@ from .trace import (
 )
 from .validate import Finding, ValidationResult, validate_trace
 from .writer import TraceWriter, write_trace
+from .diff import DiffOptions, DiffReport, diff_traces
+from .report import (
+    AggregateReport,
+    aggregate_traces,
+    load_report,
+    render_json,
+    render_markdown,
+    render_text,
+    write_report_dir,
+)
 
 if TYPE_CHECKING:
     from .capture.backend import Prompt
@@ -108,4 +118,14 @@ __all__ = [
     "run",
     "validate_trace",
     "write_trace",
+    "DiffOptions",
+    "DiffReport",
+    "diff_traces",
+    "AggregateReport",
+    "aggregate_traces",
+    "load_report",
+    "render_json",
+    "render_markdown",
+    "render_text",
+    "write_report_dir",
 ]

@@ -15,6 +15,8 @@ COMMANDS: dict[str, str] = {
     "run": "Run a model on prompts and record a trace.",
     "env": "Print this machine's environment snapshot as JSON.",
     "validate": "Check trace files against the trace format.",
+    "diff": "Compare two traces: where outputs diverge, and what that is consistent with.",
+    "report": "Render a saved report, or aggregate three or more traces of the same prompts.",
 }
 """Subcommand name -> one-line help. The module ``detllm.cli.<name>`` (dashes become
 underscores) provides ``add_arguments(parser)`` and ``run(args) -> int``. Command

@@ -1,0 +1,418 @@
+"""Aggregating many traces of the same prompts: completions, majorities, splits.
+
+Traces are read one after another, so any number of them can be aggregated with a
+handful of open files. Each distinct row is decoded once; one representative row of
+each distinct completion waits in a temporary file until the majority is known,
+and is then compared with the majority's representative by the diff engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+from ..diff import DiffOptions, PositionCount, Token
+from ..diff._analysis import Context, compare
+from ..diff._engine import trace_info
+from ..diff._header import attribute, category_of, flatten_header
+from ..diff._locate import locate_trace, traces_in
+from ..diff._model import CLASSIFICATIONS, HeaderDifference
+from ..diff._numbers import count
+from ..diff._rows import RowProblem, SideRow, decode_row, prompt_id_decoder, prompt_id_of
+from ..errors import NewerMinorVersionWarning, TraceFormatError, UsageError
+from ..reader import TraceReader, open_trace
+from ..trace import Header
+from ._aggregate_model import (
+    AggregateReport,
+    AggregateSetup,
+    AggregateSummary,
+    AggregateVerdict,
+    Branch,
+    FieldVariation,
+    PromptAggregate,
+    Split,
+    ValueRuns,
+    Variant,
+)
+from ._text_util import token as show_token
+
+
+def expand_paths(paths: Sequence[str | os.PathLike[str]], *, allow_incomplete: bool = False) -> list[str]:
+    """Trace files for ``paths``: files as given, every trace directly in a directory."""
+    files: list[str] = []
+    for path in paths:
+        p = Path(path)
+        if p.is_dir():
+            found = traces_in(p, allow_incomplete=allow_incomplete)
+            if not found:
+                files.append(locate_trace(p, allow_incomplete=allow_incomplete))  # raises the error
+            files.extend(str(f) for f in found)
+        else:
+            files.append(locate_trace(p, allow_incomplete=allow_incomplete))
+    return files
+
+
+@dataclass
+class _Stored:
+    run: int
+    line: int
+    offset: int
+    length: int
+
+
+@dataclass
+class _LogprobVariant:
+    runs: list[int]
+    stored: _Stored
+
+
+@dataclass
+class _TokenVariant:
+    token_ids: list[int]
+    finish_reason: str
+    runs: list[int] = field(default_factory=list)
+    logprobs: dict[bytes, _LogprobVariant] = field(default_factory=dict)
+    first: _Stored | None = None
+
+
+@dataclass
+class _Prompt:
+    order: int
+    variants: dict[bytes, _TokenVariant] = field(default_factory=dict)
+    rows: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
+    runs: set[int] = field(default_factory=set)
+
+
+class _Aggregation:
+    def __init__(self, files: list[str], options: DiffOptions) -> None:
+        self.files = files
+        self.options = options
+        self.headers: list[Header] = []
+        self.infos = []
+        self.prompts: dict[str, _Prompt] = {}
+        self.notes: list[str] = []
+        self.store: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)  # noqa: SIM115
+        self.store_end = 0
+
+    def read_all(self) -> None:
+        for run, path in enumerate(self.files):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NewerMinorVersionWarning)
+                reader = open_trace(path, allow_incomplete=self.options.allow_incomplete)
+            with reader:
+                self.headers.append(reader.header)
+                self._read(run, reader)
+                self.notes.extend(reader.warnings)
+                if not reader.complete:
+                    self.notes.append(
+                        f"Run {run} ({path}) is incomplete (no footer): its {reader.rows_read} complete rows were used."
+                    )
+                self.infos.append(trace_info(path, reader.header, reader.rows_read, reader.complete))
+
+    def _read(self, run: int, reader: TraceReader) -> None:
+        seen: set[str] = set()
+        for line, raw in reader.raw_rows():
+            pid = prompt_id_of(raw)
+            if pid is None:
+                try:
+                    pid = prompt_id_decoder.decode(raw).prompt_id
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    reader.decode_row(line, raw)
+                    raise TraceFormatError(reader.path, line, "prompt_id", "cannot be read") from None
+            if pid in seen:
+                raise TraceFormatError(reader.path, line, "prompt_id", f"duplicate prompt id {pid!r}")
+            seen.add(pid)
+            prompt = self.prompts.get(pid)
+            if prompt is None:
+                prompt = self.prompts[pid] = _Prompt(order=len(self.prompts))
+            prompt.runs.add(run)
+            digest = hashlib.sha256(raw).digest()
+            keys = prompt.rows.get(digest)
+            if keys is None:
+                keys = self._new_row(prompt, run, reader, line, raw)
+                prompt.rows[digest] = keys
+            token_key, logprob_key = keys
+            variant = prompt.variants[token_key]
+            variant.runs.append(run)
+            variant.logprobs[logprob_key].runs.append(run)
+
+    def _new_row(self, prompt: _Prompt, run: int, reader: TraceReader, line: int, raw: bytes) -> tuple[bytes, bytes]:
+        try:
+            row = decode_row(raw)
+            SideRow(row, "left", reader.header)  # checks the rules the comparison relies on
+        except (msgspec.DecodeError, msgspec.ValidationError, RowProblem) as exc:
+            reader.decode_row(line, raw)
+            raise TraceFormatError(reader.path, line, getattr(exc, "field", "-"), getattr(exc, "problem", str(exc))) from None
+        token_key = hashlib.sha256(
+            msgspec.json.encode([row.input_token_ids, row.token_ids, row.finish_reason])
+        ).digest()
+        top = b"|".join(row.top_logprobs) if row.top_logprobs is not None else b"null"
+        logprob_key = hashlib.sha256(msgspec.json.encode(row.logprobs) + b"|" + top).digest()
+        variant = prompt.variants.get(token_key)
+        if variant is None:
+            variant = prompt.variants[token_key] = _TokenVariant(list(row.token_ids), row.finish_reason)
+        if logprob_key not in variant.logprobs:
+            stored = self._store(run, line, raw)
+            variant.logprobs[logprob_key] = _LogprobVariant([], stored)
+            if variant.first is None:
+                variant.first = stored
+        return token_key, logprob_key
+
+    def _store(self, run: int, line: int, raw: bytes) -> _Stored:
+        self.store.seek(self.store_end)
+        self.store.write(raw)
+        stored = _Stored(run, line, self.store_end, len(raw))
+        self.store_end += len(raw)
+        return stored
+
+    def _load(self, stored: _Stored) -> Any:
+        self.store.seek(stored.offset)
+        return decode_row(self.store.read(stored.length))
+
+    # -- after reading ----------------------------------------------------------------
+
+    def compare(self, reference: _Stored, other: _Stored) -> Any:
+        ctx = Context.of(self.headers[reference.run], self.headers[other.run], self.options)
+        left, right = self._load(reference), self._load(other)
+        try:
+            return compare(ctx, left, right, _row_index(reference), _row_index(other))
+        except RowProblem as problem:  # checked when first read; kept for safety
+            stored = reference if problem.side == "left" else other
+            raise TraceFormatError(self.files[stored.run], stored.line, problem.field, problem.problem) from None
+
+    def prompt(self, pid: str, state: _Prompt, runs: int, logprobs: bool) -> tuple[PromptAggregate, Counter[int]]:
+        ordered = sorted(state.variants.values(), key=lambda v: (-len(v.runs), min(v.runs)))
+        majority = ordered[0]
+        assert majority.first is not None
+        positions: Counter[int] = Counter()
+        variants: list[Variant] = []
+        classes = []
+        for index, variant in enumerate(ordered):
+            assert variant.first is not None
+            comparison = None
+            first = None
+            if index:
+                comparison = self.compare(majority.first, variant.first)
+                classes.append(comparison.classification)
+                if comparison.divergence is not None:
+                    first = comparison.divergence.index
+                    positions[first] += len(variant.runs)
+            variants.append(
+                Variant(
+                    index=index,
+                    runs=sorted(variant.runs),
+                    tokens=len(variant.token_ids),
+                    finish_reason=variant.finish_reason,
+                    logprob_variants=len(variant.logprobs),
+                    first_divergence=first,
+                    run=variant.first.run,
+                    reference_run=majority.first.run,
+                    comparison=comparison,
+                )
+            )
+        groups = self._logprob_groups(majority) if logprobs else None
+        missing = sorted(set(range(runs)) - state.runs)
+        tier1 = len(ordered) == 1 and not missing
+        tier2 = False if not tier1 else (None if groups is None else groups == 1)
+        if missing:
+            classes.append("unmatched")
+        if groups is not None and groups > 1:
+            classes.append("logprob_drift")
+        classification = next((c for c in CLASSIFICATIONS if c in classes), "identical")
+        return (
+            PromptAggregate(
+                prompt_id=pid,
+                runs=len(state.runs),
+                missing=missing,
+                completions=len(ordered),
+                majority_runs=len(majority.runs),
+                logprob_groups=groups,
+                classification=classification,
+                tier1=tier1,
+                tier2=tier2,
+                split=self._split(ordered) if len(ordered) > 1 else None,
+                variants=variants,
+            ),
+            positions,
+        )
+
+    def _logprob_groups(self, variant: _TokenVariant) -> int:
+        """Distinct logprob vectors among the majority's runs (within ``atol``)."""
+        lps = sorted(variant.logprobs.values(), key=lambda v: (-len(v.runs), min(v.runs)))
+        if len(lps) == 1 or self.options.atol == 0:
+            return len(lps)
+        groups: list[_LogprobVariant] = []
+        for candidate in lps:
+            if not any(self.compare(g.stored, candidate.stored).status == "identical" for g in groups):
+                groups.append(candidate)
+        return len(groups)
+
+    def _split(self, ordered: list[_TokenVariant]) -> Split:
+        sequences = [v.token_ids for v in ordered]
+        shortest = min(len(s) for s in sequences)
+        index = next((i for i in range(shortest) if len({s[i] for s in sequences}) > 1), shortest)
+        branches: dict[int | None, list[int]] = {}
+        for number, sequence in enumerate(sequences):
+            branches.setdefault(sequence[index] if index < len(sequence) else None, []).append(number)
+        reference = self._load(ordered[0].first)  # type: ignore[arg-type]
+        header = self.headers[ordered[0].first.run]  # type: ignore[union-attr]
+        side = SideRow(reference, "left", header)
+        start = max(0, index - self.options.context_tokens)
+        firsts: dict[int | None, Any] = {}
+        for tok, numbers in branches.items():
+            if tok is not None:
+                stored = ordered[numbers[0]].first
+                assert stored is not None
+                firsts[tok] = SideRow(self._load(stored), "left", self.headers[stored.run]).text(tok)
+        side.texts(reference.token_ids[start:index])
+        result = [
+            Branch(
+                token=None if tok is None else Token(id=tok, text=firsts[tok]),
+                runs=sum(len(ordered[n].runs) for n in numbers),
+                variants=numbers,
+            )
+            for tok, numbers in branches.items()
+        ]
+        result.sort(key=lambda b: (-b.runs, b.variants[0]))
+        return Split(
+            index=index,
+            context=[Token(id=t, text=side.text(t)) for t in reference.token_ids[start:index]],
+            branches=result,
+            text=split_text(index, result),
+        )
+
+
+def _row_index(stored: _Stored) -> int:
+    return stored.line - 2  # line 1 is the header
+
+
+def split_text(index: int, branches: list[Branch]) -> str:
+    """``identical for 102 tokens, then 992 runs say " X" and 8 say " Y"``."""
+    parts = []
+    for number, branch in enumerate(branches):
+        runs = count(branch.runs, "run") if number == 0 else str(branch.runs)
+        action = "stop" if branch.token is None else f"say {show_token(branch.token)}"
+        if branch.token is None and branch.runs == 1 and number == 0:
+            action = "stops"
+        elif branch.token is not None and branch.runs == 1 and number == 0:
+            action = f"says {show_token(branch.token)}"
+        parts.append(f"{runs} {action}")
+    listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+    return f"identical for {count(index, 'token')}, then {listed}"
+
+
+def aggregate_traces(paths: Sequence[str | os.PathLike[str]], options: DiffOptions | None = None) -> AggregateReport:
+    """Aggregate traces of the same prompts (repeats, batch sweeps).
+
+    ``paths`` are trace files or directories (every trace directly inside). For
+    each prompt: its distinct completions, how many runs agree with the majority,
+    where completions split and, for each minority completion, its comparison with
+    the majority. Needs at least two traces.
+    """
+    options = options or DiffOptions()
+    files = expand_paths(paths, allow_incomplete=options.allow_incomplete)
+    if len(files) < 2:
+        raise UsageError(f"aggregating needs at least two traces, got {len(files)}")
+    work = _Aggregation(files, options)
+    try:
+        work.read_all()
+        if options.tier == 2:
+            for path, header in zip(files, work.headers):
+                if header.logprobs.semantics == "none":
+                    raise UsageError(
+                        f"{path}: records no logprobs (logprobs.semantics is 'none'), so Tier 2 cannot be judged; "
+                        "use --tier 1"
+                    )
+        return _report(work)
+    finally:
+        work.store.close()
+
+
+def _setup(headers: list[Header]) -> AggregateSetup:
+    flat = [flatten_header(h) for h in headers]
+    fields = list(dict.fromkeys(k for f in flat for k in f))
+    greedy = all(not h.decoding.do_sample for h in headers)
+    varying = []
+    differences = []
+    missing = object()
+    for name in fields:
+        values: dict[str, tuple[object, list[int]]] = {}
+        for run, f in enumerate(flat):
+            value = f.get(name, missing)
+            key = msgspec.json.encode(None if value is missing else value).decode() + ("?" if value is missing else "")
+            values.setdefault(key, (None if value is missing else value, []))[1].append(run)
+        if len(values) < 2:
+            continue
+        category = category_of(name)
+        if name == "decoding.seed" and greedy:
+            category = "ignored"
+        varying.append(
+            FieldVariation(field=name, category=category, values=[ValueRuns(value=v, runs=r) for v, r in values.values()])  # type: ignore[arg-type]
+        )
+        first, second = list(values.values())[:2]
+        differences.append(HeaderDifference(field=name, left=first[0], right=second[0], absent=None, category=category))  # type: ignore[arg-type]
+    return AggregateSetup(varying=varying, attribution=attribute(differences, [h.batch.size for h in headers]))
+
+
+def _report(work: _Aggregation) -> AggregateReport:
+    runs = len(work.files)
+    logprobs = all(h.logprobs.semantics != "none" for h in work.headers)
+    prompts = []
+    positions: Counter[int] = Counter()
+    disagreeing: set[int] = set()
+    for pid, state in sorted(work.prompts.items(), key=lambda item: item[1].order):
+        result, found = work.prompt(pid, state, runs, logprobs)
+        prompts.append(result)
+        positions.update(found)
+        disagreeing.update(result.missing)
+        for variant in result.variants[1:]:
+            disagreeing.update(variant.runs)
+    classes = Counter(p.classification for p in prompts)
+    tier1 = all(p.tier1 for p in prompts)
+    tier2: bool | None = False if not tier1 else (None if not logprobs else all(p.tier2 for p in prompts))
+    summary = AggregateSummary(
+        runs=runs,
+        prompts=len(prompts),
+        tier1_stable=sum(p.tier1 for p in prompts),
+        tier2_stable=sum(bool(p.tier2) for p in prompts) if logprobs else None,
+        runs_agreeing=runs - len(disagreeing),
+        classifications={c: classes[c] for c in CLASSIFICATIONS},
+        divergence_positions=[PositionCount(index=i, count=n) for i, n in sorted(positions.items())],
+    )
+    overall = next((c for c in CLASSIFICATIONS if classes[c]), "identical")
+    return AggregateReport(
+        options=work.options,
+        runs=work.infos,
+        setup=_setup(work.headers),
+        verdict=AggregateVerdict(classification=overall, tier1=tier1, tier2=tier2, text=_verdict_text(summary, prompts, tier1, tier2)),
+        summary=summary,
+        prompts=prompts,
+        notes=tuple(work.notes),
+    )
+
+
+def _verdict_text(summary: AggregateSummary, prompts: list[PromptAggregate], tier1: bool, tier2: bool | None) -> str:
+    parts = [f"Across {count(summary.runs, 'run')} of {count(summary.prompts, 'prompt')}:"]
+    split = [p for p in prompts if p.completions > 1]
+    stable = summary.tier1_stable
+    parts.append(f"{stable} of {summary.prompts} give one completion in every run.")
+    if split:
+        shown = "; ".join(f"{p.prompt_id}: {p.split.text}" for p in split[:3] if p.split is not None)
+        more = f"; and {len(split) - 3} more" if len(split) > 3 else ""
+        parts.append(f"{count(len(split), 'prompt')} {'splits' if len(split) == 1 else 'split'} ({shown}{more}).")
+    missing = [p for p in prompts if p.missing]
+    if missing:
+        parts.append(f"{count(len(missing), 'prompt')} {'is' if len(missing) == 1 else 'are'} missing from some runs.")
+    parts.append(f"{summary.runs_agreeing} of {summary.runs} runs agree with the majority on every prompt.")
+    t2 = "cannot be judged" if tier2 is None else ("holds" if tier2 else "fails")
+    parts.append(f"Tier 1 {'holds' if tier1 else 'fails'}; Tier 2 {t2}.")
+    return " ".join(parts)

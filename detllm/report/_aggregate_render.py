@@ -1,0 +1,214 @@
+"""Text and Markdown for aggregate reports."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+from ..diff import PositionCount
+from ..diff._numbers import count
+from ._aggregate_model import AggregateReport, FieldVariation, PromptAggregate
+from ._markdown import cell, code, divergence_md
+from ._text import DEFAULT_MAX_PROMPTS, WIDTH, divergence_lines, paragraph, tier_word, value_text
+from ._text_util import clip, escape, pad, tokens_text
+
+MAX_RUNS_LISTED = 20
+
+
+def run_ranges(runs: list[int]) -> str:
+    """``[0, 1, 2, 3, 6, 8]`` -> ``0-3, 6, 8``."""
+    parts: list[str] = []
+    start = previous = None
+    for run in sorted(runs):
+        if start is None:
+            start = previous = run
+        elif run == previous + 1:  # type: ignore[operator]
+            previous = run
+        else:
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+            start = previous = run
+    if start is not None:
+        parts.append(str(start) if start == previous else f"{start}-{previous}")
+    return ", ".join(parts)
+
+
+def _variation(v: FieldVariation) -> str:
+    if len(v.values) > 4:
+        return f"{len(v.values)} values"
+    return "; ".join(f"{value_text(x.value, False)} (runs {run_ranges(x.runs)})" for x in v.values)
+
+
+def histogram(positions: list[PositionCount], bars: int = 20) -> list[tuple[str, int]]:
+    """Positions as at most ``bars`` labelled buckets."""
+    if not positions:
+        return []
+    low, high = positions[0].index, positions[-1].index
+    size = max(1, math.ceil((high - low + 1) / bars))
+    buckets: dict[int, int] = {}
+    for p in positions:
+        start = low + (p.index - low) // size * size
+        buckets[start] = buckets.get(start, 0) + p.count
+    label = (lambda s: str(s)) if size == 1 else (lambda s: f"{s}-{s + size - 1}")
+    return [(label(start), n) for start, n in sorted(buckets.items())]
+
+
+def _interesting(report: AggregateReport) -> list[PromptAggregate]:
+    return [p for p in report.prompts if p.completions > 1 or p.missing]
+
+
+def render_aggregate_text(report: AggregateReport, *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> str:
+    return "\n".join(_text(report, max_prompts)) + "\n"
+
+
+def _text(report: AggregateReport, max_prompts: int) -> Iterator[str]:
+    v, s = report.verdict, report.summary
+    yield f"detllm report: {v.classification} across {count(s.runs, 'run')} of {count(s.prompts, 'prompt')}"
+    yield (
+        f"Tier 1: {tier_word(v.tier1)}   Tier 2: {tier_word(v.tier2)}   "
+        f"exit status {report.exit_code()} (judged at Tier {report.options.tier})"
+    )
+    yield ""
+    yield from paragraph(v.text, "")
+    for note in report.notes:
+        yield from paragraph("Note: " + note, "")
+    yield ""
+    yield f"Runs ({len(report.runs)})"
+    for i, run in enumerate(report.runs[:MAX_RUNS_LISTED]):
+        incomplete = " INCOMPLETE" if not run.complete else ""
+        yield f"  {i:>3}  {pad(clip(escape(run.path), 44, left=True), 44)} batch {run.batch_size:<4} {count(run.rows, 'row')}{incomplete}"
+    if len(report.runs) > MAX_RUNS_LISTED:
+        yield f"  ... and {len(report.runs) - MAX_RUNS_LISTED} more (all are in the JSON report)"
+    yield ""
+    yield "Setup: fields that vary across runs" + ("" if report.setup.varying else ": none")
+    for variation in report.setup.varying:
+        field = clip(variation.field, WIDTH - 4)
+        if len(field) > 24:
+            yield f"  {field}"
+            field = ""
+        yield f"  {pad(field, 24)} {pad(clip(_variation(variation), 40), 40)} {variation.category}"
+    yield from paragraph(f"Attribution: {report.setup.attribution.cause}. {report.setup.attribution.text}")
+    yield ""
+    shown = sorted(report.prompts, key=lambda p: (p.completions == 1 and not p.missing, p.prompt_id))[: max_prompts * 2]
+    shown.sort(key=lambda p: report.prompts.index(p))
+    yield f"  {pad('prompt', 24)} {'completions':>11} {'majority':>9} {'logprobs':>9}  classification"
+    for p in shown:
+        groups = "n/a" if p.logprob_groups is None else str(p.logprob_groups)
+        yield (
+            f"  {pad(clip(escape(p.prompt_id), 24), 24)} {p.completions:>11} {f'{p.majority_runs}/{s.runs}':>9} "
+            f"{groups:>9}  {p.classification}"
+        )
+    if len(report.prompts) > len(shown):
+        yield f"  ... and {len(report.prompts) - len(shown)} more prompts, each with one completion"
+    yield "  (completions: distinct token sequences; majority: runs giving the most common"
+    yield "  one; logprobs: distinct logprob vectors among those runs)"
+    interesting = _interesting(report)
+    if interesting:
+        yield ""
+        yield "Where completions split"
+        for p in interesting[:max_prompts]:
+            if p.split is not None:
+                context = tokens_text(p.split.context)
+                if p.split.index > len(p.split.context):
+                    context = "..." + context
+                lead = f' ("{clip(context, 30, left=True)}")' if context else ""
+                yield from paragraph(f"{escape(p.prompt_id)}: {p.split.text}{lead}", "  ")
+                for variant in p.variants[1:]:
+                    c = variant.comparison
+                    where = f" at token {variant.first_divergence}" if variant.first_divergence is not None else ""
+                    yield f"    runs {run_ranges(variant.runs)}: {c.classification if c else '?'}{where}"
+            if p.missing:
+                yield f"  {escape(p.prompt_id)}: missing from runs {run_ranges(p.missing)}"
+        if len(interesting) > max_prompts:
+            yield f"  ... and {len(interesting) - max_prompts} more prompts"
+    buckets = histogram(s.divergence_positions)
+    if buckets:
+        yield ""
+        yield "Divergence positions (runs leaving the majority, by first divergent token)"
+        most = max(n for _, n in buckets)
+        for label, n in buckets:
+            bar = "#" * max(1, round(n / most * 40))
+            yield f"  {label:>9}  {bar} {n}"
+    shown_divergences = 0
+    for p in interesting:
+        for variant in p.variants[1:]:
+            c = variant.comparison
+            if c is None or c.divergence is None or shown_divergences >= max_prompts:
+                continue
+            shown_divergences += 1
+            yield ""
+            k = min(report.runs[variant.reference_run].top_k, report.runs[variant.run].top_k)
+            title = (
+                f'Prompt "{escape(p.prompt_id)}", runs {run_ranges(variant.runs)} against the majority '
+                f"(left: run {variant.reference_run}, right: run {variant.run}): {c.classification} at token "
+                f"{c.divergence.index}"
+            )
+            yield from paragraph(title, "")
+            yield from divergence_lines(c, report.options.near_tie_factor, k)
+
+
+def render_aggregate_markdown(report: AggregateReport, *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> str:
+    return "\n".join(_markdown(report, max_prompts)).rstrip("\n") + "\n"
+
+
+def _markdown(report: AggregateReport, max_prompts: int) -> Iterator[str]:
+    v, s = report.verdict, report.summary
+    yield f"### detLLM report: `{v.classification}` across {count(s.runs, 'run')} of {count(s.prompts, 'prompt')}"
+    yield ""
+    yield f"**Tier 1: {tier_word(v.tier1)} · Tier 2: {tier_word(v.tier2)}** (judged at Tier {report.options.tier})"
+    yield ""
+    yield v.text
+    yield ""
+    for note in report.notes:
+        yield f"Note: {note}"
+        yield ""
+    a = report.setup.attribution
+    yield f"**Setup.** Attribution: `{a.cause}`. {a.text}"
+    yield ""
+    if report.setup.varying:
+        yield "| field | values (runs) | kind |"
+        yield "|---|---|---|"
+        for variation in report.setup.varying:
+            yield f"| {code(variation.field)} | {cell(_variation(variation))} | {variation.category} |"
+        yield ""
+    yield "| prompt | completions | majority | logprob vectors | classification | split |"
+    yield "|---|---:|---:|---:|---|---|"
+    shown = [p for p in report.prompts if p.completions > 1 or p.missing][: max_prompts * 2]
+    stable = len(report.prompts) - len([p for p in report.prompts if p.completions > 1 or p.missing])
+    for p in shown:
+        groups = "n/a" if p.logprob_groups is None else str(p.logprob_groups)
+        split = cell(p.split.text) if p.split is not None else ""
+        yield f"| {code(p.prompt_id)} | {p.completions} | {p.majority_runs}/{s.runs} | {groups} | `{p.classification}` | {split} |"
+    if stable:
+        yield f"| {count(stable, 'other prompt')} | 1 | {s.runs}/{s.runs} | | | |"
+    yield ""
+    buckets = histogram(s.divergence_positions)
+    if buckets:
+        yield "| first divergent token | runs |"
+        yield "|---:|---:|"
+        for label, n in buckets:
+            yield f"| {label} | {n} |"
+        yield ""
+    shown_divergences = 0
+    for p in shown:
+        for variant in p.variants[1:]:
+            c = variant.comparison
+            if c is None or c.divergence is None or shown_divergences >= max_prompts:
+                continue
+            shown_divergences += 1
+            k = min(report.runs[variant.reference_run].top_k, report.runs[variant.run].top_k)
+            title = (
+                f"#### {code(p.prompt_id)}, runs {run_ranges(variant.runs)} against the majority "
+                f"(left: run {variant.reference_run}, right: run {variant.run}): `{c.classification}` at token "
+                f"{c.divergence.index}"
+            )
+            yield from divergence_md(c, report.options.near_tie_factor, k, title=title)
+    yield "<details><summary>Runs</summary>"
+    yield ""
+    yield "| run | trace | batch | rows |"
+    yield "|---:|---|---:|---:|"
+    for i, run in enumerate(report.runs[:MAX_RUNS_LISTED]):
+        yield f"| {i} | {code(run.path)} | {run.batch_size} | {run.rows}{'' if run.complete else ' (incomplete)'} |"
+    if len(report.runs) > MAX_RUNS_LISTED:
+        yield f"| ... | {len(report.runs) - MAX_RUNS_LISTED} more | | |"
+    yield ""
+    yield "</details>"

@@ -1,0 +1,37 @@
+"""Reading a saved report back."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..diff import DiffReport
+from ..diff._report import check_preamble
+from ..errors import InputError, TraceFormatError
+from ._aggregate_model import AggregateReport
+
+
+def load_report(path: str | os.PathLike[str]) -> DiffReport | AggregateReport:
+    """Load a ``report.json`` written by ``detllm diff`` or ``detllm report``.
+
+    Raises :class:`~detllm.errors.TraceFormatError` (naming the field) when the
+    file is not a report of a version this detLLM reads.
+    """
+    name = os.fspath(path)
+    try:
+        data = Path(name).read_bytes()
+    except IsADirectoryError:
+        raise InputError(f"{name}: is a directory, not a report file") from None
+    except OSError as exc:
+        raise InputError(f"{name}: {exc.strerror or exc}") from None
+    try:
+        document: Any = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise TraceFormatError(name, exc.lineno, "-", f"not valid JSON ({exc.msg})") from None
+    kind = check_preamble(document, name, ("diff", "aggregate"))
+    if kind == "diff":
+        return DiffReport.from_dict(document, path=name)
+    return AggregateReport.from_dict(document, path=name)

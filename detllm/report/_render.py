@@ -1,0 +1,103 @@
+"""Rendering any report as text, Markdown or JSON, and writing a report directory."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+import orjson
+
+from ..diff import DiffReport
+from ._first_divergence import first_divergences
+from ._markdown import render_diff_markdown
+from ._text import DEFAULT_MAX_PROMPTS, render_diff_text
+
+Report = Any
+"""A :class:`~detllm.diff.DiffReport` or an :class:`~detllm.report.AggregateReport`."""
+
+
+def render_text(report: Report, *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> str:
+    """The human report for a terminal; at most ``max_prompts`` prompts in full."""
+    if isinstance(report, DiffReport):
+        return render_diff_text(report, max_prompts=max_prompts)
+    from ._aggregate_render import render_aggregate_text
+
+    return render_aggregate_text(report, max_prompts=max_prompts)
+
+
+def render_markdown(report: Report, *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> str:
+    """The report in Markdown, for a GitHub issue."""
+    if isinstance(report, DiffReport):
+        return render_diff_markdown(report, max_prompts=max_prompts)
+    from ._aggregate_render import render_aggregate_markdown
+
+    return render_aggregate_markdown(report, max_prompts=max_prompts)
+
+
+def _indented(value: Any, indent: bytes) -> bytes:
+    text = orjson.dumps(value, option=orjson.OPT_INDENT_2)
+    return b"\n".join(indent + line for line in text.split(b"\n"))
+
+
+def _write_document(head: dict[str, Any], key: str, items: Any, out: IO[bytes]) -> None:
+    """``head`` with the list ``items`` as its last key, streamed item by item."""
+    body = orjson.dumps(head, option=orjson.OPT_INDENT_2)
+    out.write(body[:-2] + b",\n" + f'  "{key}": ['.encode())
+    first = True
+    for item in items:
+        out.write((b"\n" if first else b",\n") + _indented(item, b"    "))
+        first = False
+    out.write(b"]\n}\n" if first else b"\n  ]\n}\n")
+
+
+def write_json(report: Report, out: IO[bytes]) -> None:
+    """Stream the versioned JSON report to a binary file, one prompt at a time."""
+    head = msgspec.to_builtins(report.document(with_prompts=False))
+    head.pop("prompts")
+    _write_document(head, "prompts", (msgspec.to_builtins(p) for p in report.prompts), out)
+
+
+def render_json(report: Report) -> str:
+    """The versioned JSON report (``formats/report-v1.md``) as text."""
+    buffer = io.BytesIO()
+    write_json(report, buffer)
+    return buffer.getvalue().decode()
+
+
+def write_report_dir(report: Report, out_dir: str | os.PathLike[str], *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> Path:
+    """Write ``report.json``, ``report.txt``, ``report.md`` and ``diffs/first_divergence.json``.
+
+    Each file is written under a temporary name and renamed when complete.
+    """
+    directory = Path(out_dir)
+    (directory / "diffs").mkdir(parents=True, exist_ok=True)
+    with _atomic(directory / "report.json") as out:
+        write_json(report, out)
+    with _atomic(directory / "report.txt") as out:
+        out.write(render_text(report, max_prompts=max_prompts).encode())
+    with _atomic(directory / "report.md") as out:
+        out.write(render_markdown(report, max_prompts=max_prompts).encode())
+    head, entries = first_divergences(report)
+    with _atomic(directory / "diffs" / "first_divergence.json") as out:
+        _write_document(head, "divergences", entries, out)
+    return directory
+
+
+class _atomic:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.partial = path.with_name(path.name + ".partial")
+
+    def __enter__(self) -> IO[bytes]:
+        self.file = open(self.partial, "wb")  # noqa: SIM115 - closed in __exit__
+        return self.file
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.file.close()
+        if exc_type is None:
+            os.replace(self.partial, self.path)
+        else:
+            self.partial.unlink(missing_ok=True)

@@ -1,0 +1,53 @@
+"""The JSON Schema of the report format, derived from the report's Structs.
+
+``formats/report-v1.schema.json`` is this function's output; a test keeps the two
+equal, so the schema cannot drift from what detLLM writes.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import msgspec
+
+from ..diff._report import DiffDocument
+from ._aggregate_model import AggregateDocument
+from ._first_divergence import FirstDivergenceDocument
+
+def _tidy(node: Any) -> None:
+    # detLLM writes every field, null included: a reader may rely on each key.
+    if isinstance(node, dict):
+        if node.get("type") == "object" and "properties" in node:
+            node["required"] = list(node["properties"])
+        if isinstance(node.get("description"), str):
+            node["description"] = _plain(node["description"])
+        for value in node.values():
+            _tidy(value)
+    elif isinstance(node, list):
+        for value in node:
+            _tidy(value)
+
+
+def _plain(docstring: str) -> str:
+    """A docstring as plain text: dedented, paragraphs on one line, no RST markup."""
+    paragraphs = inspect.cleandoc(docstring).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs).replace("``", "`")
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of every document kind of report format 1."""
+    documents = (DiffDocument, AggregateDocument, FirstDivergenceDocument)
+    refs, components = msgspec.json.schema_components(documents)
+    _tidy(components)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "detLLM report, format version 1",
+        "description": (
+            "A report written by detLLM: a diff of two traces (kind 'diff'), an aggregate of many "
+            "traces (kind 'aggregate'), or the first divergences of either (kind 'first_divergence'). "
+            "formats/report-v1.md is the normative text. Readers ignore fields they do not know."
+        ),
+        "oneOf": list(refs),
+        "$defs": components,
+    }

@@ -1,0 +1,102 @@
+"""Showing token texts in a terminal: escapes, display widths, columns."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+
+from ..diff import Token
+
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
+
+
+def escape(text: str) -> str:
+    """Control characters and backslashes escaped, everything else as is."""
+    out = []
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def token(tok: Token | None) -> str:
+    """One token: its text in quotes, or ``<id>`` when the trace has no text."""
+    if tok is None:
+        return "(none)"
+    if tok.text is None:
+        return f"<{tok.id}>"
+    return '"' + escape(tok.text).replace('"', '\\"') + '"'
+
+
+def tokens_text(tokens: Iterable[Token]) -> str:
+    """Tokens run together as text; a token without text shows as ``<id>``."""
+    return "".join(escape(t.text) if t.text is not None else f"<{t.id}>" for t in tokens)
+
+
+def char_width(ch: str) -> int:
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def width(text: str) -> int:
+    """Columns ``text`` takes in a terminal."""
+    if text.isascii():
+        return len(text)
+    return sum(char_width(ch) for ch in text)
+
+
+def clip(text: str, columns: int, *, left: bool = False) -> str:
+    """``text`` cut to ``columns`` with ``...`` marking the cut (at the start if ``left``)."""
+    if width(text) <= columns:
+        return text
+    if columns <= 3:
+        return "." * columns
+    budget = columns - 3
+    chars = reversed(text) if left else iter(text)
+    kept: list[str] = []
+    used = 0
+    for ch in chars:
+        w = char_width(ch)
+        if used + w > budget:
+            break
+        kept.append(ch)
+        used += w
+    body = "".join(reversed(kept)) if left else "".join(kept)
+    return "..." + body if left else body + "..."
+
+
+def pad(text: str, columns: int) -> str:
+    return text + " " * max(0, columns - width(text))
+
+
+def wrap(text: str, columns: int, lines: int) -> list[str]:
+    """``text`` in at most ``lines`` lines of ``columns``; the last ends in ``...`` if cut."""
+    out: list[str] = []
+    current: list[str] = []
+    used = 0
+    for ch in text:
+        w = char_width(ch)
+        if used + w > columns:
+            out.append("".join(current))
+            current, used = [], 0
+        current.append(ch)
+        used += w
+    if current or not out:
+        out.append("".join(current))
+    if len(out) > lines:
+        out = out[:lines]
+        out[-1] = clip(out[-1] + "....", columns)
+    return out
+
+
+def columns(left: list[str], right: list[str], column: int, gutter: str = " | ", indent: str = "  ") -> list[str]:
+    """Two lists of lines side by side."""
+    rows = max(len(left), len(right))
+    left = left + [""] * (rows - len(left))
+    right = right + [""] * (rows - len(right))
+    return [(indent + pad(a, column) + gutter + b).rstrip() for a, b in zip(left, right)]

@@ -1,0 +1,98 @@
+"""aggregate_traces: completions, majorities, splits and positions across many runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from detllm.diff import DiffOptions
+from detllm.errors import UsageError
+from detllm.report import AggregateReport, aggregate_traces, render_text
+from detllm.report._aggregate import split_text
+from detllm.report._aggregate_model import Branch
+from detllm.diff import Token
+from detllm.trace import Batch
+from tests.diff._traces import drift, flip_at, header, rows, write
+
+
+def make_runs(tmp_path: Path) -> list[Path]:
+    """Seven runs of three prompts: runs 5 and 6 flip p1 at token 4; run 6 drifts p2."""
+    data = rows(3, length=10)
+    paths = []
+    for run in range(7):
+        current = list(data)
+        if run in (5, 6):
+            current[1] = flip_at(data[1], 4)
+        if run == 6:
+            current[2] = drift(data[2], -1e-6)
+        head = header(created_at=f"2026-11-28T10:0{run}:00Z", batch=Batch(size=1 if run < 4 else 4))
+        paths.append(write(tmp_path / f"run-{run}.jsonl", current, head))
+    return paths
+
+
+def test_completions_majority_and_split(tmp_path: Path) -> None:
+    report = aggregate_traces(make_runs(tmp_path))
+    by_id = {p.prompt_id: p for p in report.prompts}
+    p0, p1, p2 = by_id["p0"], by_id["p1"], by_id["p2"]
+    assert (p0.completions, p0.majority_runs, p0.classification, p0.tier1) == (1, 7, "identical", True)
+    assert (p1.completions, p1.majority_runs, p1.tier1) == (2, 5, False)
+    assert p1.variants[0].runs == [0, 1, 2, 3, 4] and p1.variants[1].runs == [5, 6]
+    assert p1.variants[1].first_divergence == 4
+    assert p1.split is not None and p1.split.index == 4
+    assert [b.runs for b in p1.split.branches] == [5, 2]
+    assert p1.split.text.startswith("identical for 4 tokens, then 5 runs say ")
+    assert (p2.completions, p2.logprob_groups, p2.classification, p2.tier2) == (1, 2, "logprob_drift", False)
+    assert report.summary.runs_agreeing == 5
+    assert [(p.index, p.count) for p in report.summary.divergence_positions] == [(4, 2)]
+    assert report.setup.attribution.cause == "batch_dependence"
+    assert [v.field for v in report.setup.varying] == ["created_at", "batch.size"]
+    assert report.exit_code() == 1
+
+
+def test_identical_runs_pass(tmp_path: Path) -> None:
+    data = rows(2)
+    paths = [write(tmp_path / f"r{i}.jsonl", data, header(created_at=f"2026-11-28T10:0{i}:00Z")) for i in range(3)]
+    report = aggregate_traces(paths, DiffOptions(tier=2))
+    assert report.classification == "identical"
+    assert report.exit_code() == 0
+    assert report.summary.tier1_stable == report.summary.tier2_stable == 2
+
+
+def test_atol_merges_logprob_vectors(tmp_path: Path) -> None:
+    data = rows(1)
+    paths = [write(tmp_path / f"r{i}.jsonl", [drift(data[0], -i * 1e-7)]) for i in range(3)]
+    assert aggregate_traces(paths).prompts[0].logprob_groups == 3
+    assert aggregate_traces(paths, DiffOptions(atol=1e-6)).prompts[0].logprob_groups == 1
+
+
+def test_missing_prompts(tmp_path: Path) -> None:
+    data = rows(3)
+    paths = [write(tmp_path / "a.jsonl", data), write(tmp_path / "b.jsonl", data), write(tmp_path / "c.jsonl", data[:2])]
+    report = aggregate_traces(paths)
+    p2 = report.prompts[2]
+    assert p2.missing == [2] and p2.classification == "unmatched" and not p2.tier1
+    assert "missing from runs 2" in render_text(report)
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    report = aggregate_traces(make_runs(tmp_path))
+    data = report.to_dict()
+    assert (data["kind"], data["version"]) == ("aggregate", "1.0")
+    assert AggregateReport.from_dict(json.loads(json.dumps(data))).to_dict() == data
+
+
+def test_needs_two_traces(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="needs at least two traces, got 1"):
+        aggregate_traces([write(tmp_path / "a.jsonl", rows(1))])
+
+
+def test_split_wording() -> None:
+    branches = [
+        Branch(token=Token(id=1, text=" X"), runs=992, variants=[0]),
+        Branch(token=Token(id=2, text=" Y"), runs=8, variants=[1]),
+    ]
+    assert split_text(102, branches) == 'identical for 102 tokens, then 992 runs say " X" and 8 say " Y"'
+    stop = [branches[0], Branch(token=None, runs=3, variants=[2])]
+    assert split_text(1, stop) == 'identical for 1 token, then 992 runs say " X" and 3 stop'
