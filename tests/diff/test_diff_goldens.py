@@ -76,8 +76,6 @@ def test_rendering_matches_golden(case: Path, kind: str) -> None:
     golden = case / f"report.{kind}"
     if UPDATE:
         golden.write_text(rendered, encoding="utf-8")
-    if not golden.exists() and case.parent == RECORDED:
-        pytest.skip(f"no golden {golden.name} yet; DETLLM_UPDATE_GOLDENS=1 writes it")
     assert golden.exists(), f"no golden {golden}; run with DETLLM_UPDATE_GOLDENS=1 to create it"
     assert rendered == golden.read_text(encoding="utf-8")
 
