@@ -35,33 +35,30 @@ class InputError(DetllmError):
     """A file could not be opened or read (missing, unreadable, not a trace directory)."""
 
 
-class PromptFileError(InputError):
-    """A prompt file has a line that cannot be used: ``path:line: field: problem``."""
-
-    def __init__(self, path: str, line: int, field: str, problem: str) -> None:
-        self.path = path
-        self.line = line
-        self.field = field
-        self.problem = problem
-        super().__init__(f"{path}:{line}: {field}: {problem}")
-
-
-class TraceFormatError(DetllmError):
-    """A trace does not follow the trace format.
+class _Located:
+    """A problem at a place in a file: ``path:line: field: problem``.
 
     ``line`` is 1-based and 0 when the problem concerns the whole file. ``field`` is
     the path of the offending value inside the record, such as ``logprobs[3]``, or
     ``-`` when the problem concerns the line as a whole.
     """
 
-    exit_code = ExitCode.DIFFERENT
-
     def __init__(self, path: str, line: int, field: str, problem: str) -> None:
         self.path = path
         self.line = line
         self.field = field
         self.problem = problem
-        super().__init__(f"{path}:{line}: {field}: {problem}")
+        super().__init__(f"{path}:{line}: {field}: {problem}")  # type: ignore[call-arg]
+
+
+class PromptFileError(_Located, InputError):
+    """A prompt file has a line that cannot be used."""
+
+
+class TraceFormatError(_Located, DetllmError):
+    """A trace does not follow the trace format."""
+
+    exit_code = ExitCode.DIFFERENT
 
 
 class UnsupportedVersionError(TraceFormatError):

@@ -66,8 +66,36 @@ class DiffDocument(msgspec.Struct, frozen=True, kw_only=True):
     prompts: list[PromptResult]
 
 
+class TieredVerdict:
+    """Tier results of a report that has ``options.tier`` and ``verdict.tier1/tier2``."""
+
+    options: DiffOptions
+    verdict: Any
+
+    @property
+    def classification(self) -> str:
+        """The overall classification: the most serious one among the prompts."""
+        return str(self.verdict.classification)
+
+    def passed(self, tier: int | None = None) -> bool:
+        """Whether the traces agree at ``tier`` (default: the report's tier)."""
+        tier = self.options.tier if tier is None else tier
+        if tier == 1:
+            return bool(self.verdict.tier1)
+        if tier == 2:
+            return self.verdict.tier2 is True
+        raise UsageError(f"tier must be 1 or 2, got {tier!r}")
+
+    def exit_code(self, tier: int | None = None) -> int:
+        """0 when the traces agree at ``tier``, 1 when they do not, 2 when it cannot be told."""
+        tier = self.options.tier if tier is None else tier
+        if tier == 2 and self.verdict.tier2 is None:
+            return int(ExitCode.TROUBLE)
+        return int(ExitCode.OK if self.passed(tier) else ExitCode.DIFFERENT)
+
+
 @dataclass(frozen=True, eq=False)
-class DiffReport:
+class DiffReport(TieredVerdict):
     """The comparison of two traces.
 
     ``prompts`` holds every prompt's result (identical ones included) in the left
@@ -86,27 +114,6 @@ class DiffReport:
     producer: Producer = field(default_factory=lambda: Producer(name="detllm", version=__version__))
 
     kind = "diff"
-
-    @property
-    def classification(self) -> str:
-        """The overall classification: the most serious one among the prompts."""
-        return self.verdict.classification
-
-    def passed(self, tier: int | None = None) -> bool:
-        """Whether the traces agree at ``tier`` (default: the report's tier)."""
-        tier = self.options.tier if tier is None else tier
-        if tier == 1:
-            return self.verdict.tier1
-        if tier == 2:
-            return self.verdict.tier2 is True
-        raise UsageError(f"tier must be 1 or 2, got {tier!r}")
-
-    def exit_code(self, tier: int | None = None) -> int:
-        """0 when the traces agree at ``tier``, 1 when they do not, 2 when it cannot be told."""
-        tier = self.options.tier if tier is None else tier
-        if tier == 2 and self.verdict.tier2 is None:
-            return int(ExitCode.TROUBLE)
-        return int(ExitCode.OK if self.passed(tier) else ExitCode.DIFFERENT)
 
     def diverging(self) -> Iterator[PromptResult]:
         """The prompts whose result is not ``identical``."""

@@ -11,8 +11,7 @@ import msgspec
 from .._version import __version__
 from ..diff import Attribution, DiffOptions, PositionCount, PromptResult, Token, TraceInfo
 from ..diff._model import Producer
-from ..diff._report import REPORT_FORMAT, REPORT_VERSION, ReportOptions, Version, convert_document
-from ..errors import ExitCode, UsageError
+from ..diff._report import REPORT_FORMAT, REPORT_VERSION, ReportOptions, TieredVerdict, Version, convert_document
 
 
 class _Struct(msgspec.Struct, frozen=True, kw_only=True):
@@ -138,7 +137,7 @@ class AggregateDocument(msgspec.Struct, frozen=True, kw_only=True):
 
 
 @dataclass(frozen=True, eq=False)
-class AggregateReport:
+class AggregateReport(TieredVerdict):
     """Many traces of the same prompts, compared with the majority of each prompt."""
 
     options: DiffOptions
@@ -151,24 +150,6 @@ class AggregateReport:
     producer: Producer = field(default_factory=lambda: Producer(name="detllm", version=__version__))
 
     kind = "aggregate"
-
-    @property
-    def classification(self) -> str:
-        return self.verdict.classification
-
-    def passed(self, tier: int | None = None) -> bool:
-        tier = self.options.tier if tier is None else tier
-        if tier == 1:
-            return self.verdict.tier1
-        if tier == 2:
-            return self.verdict.tier2 is True
-        raise UsageError(f"tier must be 1 or 2, got {tier!r}")
-
-    def exit_code(self, tier: int | None = None) -> int:
-        tier = self.options.tier if tier is None else tier
-        if tier == 2 and self.verdict.tier2 is None:
-            return int(ExitCode.TROUBLE)
-        return int(ExitCode.OK if self.passed(tier) else ExitCode.DIFFERENT)
 
     def document(self, *, with_prompts: bool = True) -> AggregateDocument:
         return AggregateDocument(
