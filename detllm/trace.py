@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import operator
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
@@ -291,29 +290,32 @@ def _logprob_problems(row: Row, top_k: int) -> Iterator[tuple[str, str]]:
     if len(top) != n:
         yield "top_logprobs", f"has {len(top)} steps but token_ids has {n}"
         return
-    chosen = logprobs if logprobs is not None and len(logprobs) == n else None
+    chosen = logprobs if logprobs is not None and len(logprobs) == n else [None] * n
+    if _steps_are_plainly_valid(row.token_ids, chosen, top, top_k):
+        return
     for i, step in enumerate(top):
-        if not _step_is_plainly_valid(step, top_k, row.token_ids[i], chosen[i] if chosen else None):
-            yield from _step_problems(i, step, top_k, row.token_ids[i], chosen[i] if chosen else None)
+        yield from _step_problems(i, step, top_k, row.token_ids[i], chosen[i])
 
 
-_first = operator.itemgetter(0)
-_second = operator.itemgetter(1)
-
-
-def _step_is_plainly_valid(step: list[tuple[int, float]], top_k: int, token: int, chosen: float | None) -> bool:
-    """A fast check that passes almost every valid step; what it rejects gets the exact check."""
-    if not step:
-        return True
-    if len(step) > top_k:
-        return False
-    values = list(map(_second, step))
-    if values[0] > LOGPROB_TOLERANCE or values != sorted(values, reverse=True) or len(set(values)) != len(values):
-        return False  # ties need the token-id order check
-    ids = list(map(_first, step))
-    if len(set(ids)) != len(ids):
-        return False
-    return chosen is None or token not in ids or values[ids.index(token)] == chosen
+def _steps_are_plainly_valid(
+    token_ids: list[int], chosen: list[float] | list[None], top: list[list[tuple[int, float]]], top_k: int
+) -> bool:
+    """A fast check that passes almost every valid row; a row it rejects gets the exact check."""
+    for token, value, step in zip(token_ids, chosen, top):
+        if not step:
+            continue
+        if len(step) > top_k:
+            return False
+        values = [v for _, v in step]
+        if values[0] > LOGPROB_TOLERANCE or values != sorted(values, reverse=True):
+            return False
+        by_id = dict(step)
+        if len(by_id) != len(step) or len(set(values)) != len(values):
+            return False  # a repeated id, or ties that need the token-id order check
+        listed = by_id.get(token)
+        if listed is not None and value is not None and listed != value:
+            return False
+    return True
 
 
 def _step_problems(
