@@ -294,7 +294,10 @@ def _logprob_problems(row: Row, top_k: int) -> Iterator[tuple[str, str]]:
     if _steps_are_plainly_valid(row.token_ids, chosen, top, top_k):
         return
     for i, step in enumerate(top):
-        yield from _step_problems(i, step, top_k, row.token_ids[i], chosen[i])
+        problems = list(_step_problems(i, step, top_k, row.token_ids[i], chosen[i]))
+        if problems:  # the first bad step speaks for the row
+            yield from problems
+            return
 
 
 def _steps_are_plainly_valid(
