@@ -66,11 +66,9 @@ def _is_converted(target: Path, source: Path) -> bool:
 
 def convert(source: Path, target: Path) -> None:
     """Dequantise the GGUF model and save it as bfloat16 safetensors in ``target``."""
-    try:
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    except ImportError as exc:
-        raise CaptureError(f"converting SmolLM2 needs torch and transformers: {exc}") from None
+    missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise CaptureError(f"converting SmolLM2 needs {' and '.join(missing)}: pip install 'detllm[hf]'")
     if importlib.util.find_spec("gguf") is None:
         raise CaptureError("converting SmolLM2 needs the gguf package: pip install gguf")
     from transformers.utils import logging as hf_logging

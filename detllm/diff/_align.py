@@ -17,13 +17,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
-import msgspec
 
 from .._io import GZIP_MAGIC
 from ..errors import TraceFormatError
 from ..reader import TraceReader
 from ._parallel import rows_prefix_digest
-from ._rows import prompt_id_decoder, prompt_id_of
+from ._rows import DECODE_ERRORS, prompt_id_decoder, prompt_id_of
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -310,7 +309,7 @@ class Aligner:
         reader = self._readers[side]
         try:
             return prompt_id_decoder.decode(raw).prompt_id
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except DECODE_ERRORS:
             reader.decode_row(line, raw)  # raises the format error that names the problem
             raise TraceFormatError(reader.path, line, "prompt_id", "cannot be read") from None
 

@@ -7,7 +7,6 @@ import warnings
 from collections import Counter
 from typing import NoReturn
 
-import msgspec
 
 from ..errors import NewerMinorVersionWarning, TraceFormatError, UsageError
 from ..reader import TraceReader, open_trace
@@ -21,7 +20,7 @@ from ._options import DiffOptions
 from ._parallel import Item, Outcome, PairPool, can_fork
 from ._report import DiffReport
 from ._results import PromptResults
-from ._rows import FastRow, RowProblem, decode_row, from_row
+from ._rows import DECODE_ERRORS, FastRow, RowProblem, decode_row, from_row
 from ._locate import locate_trace
 
 _RIGHT_ONLY_KEY = 1 << 48
@@ -233,7 +232,7 @@ class _Comparison:
     def _decode(self, reader: TraceReader, line: int, raw: bytes) -> FastRow:
         try:
             return decode_row(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             self._bad(reader, line, raw, RowProblem("", "-", str(exc)))
 
     @staticmethod

@@ -23,7 +23,7 @@ import msgspec
 
 from .._io import open_binary
 from ._analysis import Context, compare
-from ._rows import RowProblem, decode_row
+from ._rows import DECODE_ERRORS, RowProblem, decode_row
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -150,7 +150,7 @@ def _analyse_one(ctx: Context, item: Item, left_raw: bytes, right_raw: bytes) ->
         side = "right"
         right = decode_row(right_raw)
         result = compare(ctx, left, right, item.left_index, item.right_index)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         return Outcome(item.key, None, "", "", None, (side, "-", str(exc)))
     except RowProblem as problem:
         return Outcome(item.key, None, "", "", None, (problem.side, problem.field, problem.problem))

@@ -43,6 +43,9 @@ _texts_decoder = msgspec.json.Decoder(dict[int, str] | None)
 _str_decoder = msgspec.json.Decoder(str)
 
 decode_row = _row_decoder.decode
+
+DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
+"""What decoding an untrusted line can raise; the reader turns each into a format error."""
 """Decode a row line for the comparison; raises msgspec errors for a bad line."""
 
 ID_PREFIX = b'{"record":"row","prompt_id":"'
@@ -110,7 +113,7 @@ class SideRow:
         if found is None:
             try:
                 self._texts = _texts_decoder.decode(self.row.token_texts) or {}
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except DECODE_ERRORS as exc:
                 raise RowProblem(self.side, "token_texts", str(exc)) from None
             self._complete = True
         else:
@@ -132,7 +135,7 @@ class SideRow:
         field = f"top_logprobs[{index}]"
         try:
             step = _step_decoder.decode(top[index])
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             raise RowProblem(self.side, field, str(exc)) from None
         if len(step) > self.top_k:
             raise RowProblem(self.side, field, f"has {len(step)} entries, more than logprobs.top_k ({self.top_k})")

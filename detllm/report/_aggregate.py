@@ -27,7 +27,7 @@ from ..diff._header import attribute, category_of, flatten_header
 from ..diff._locate import locate_trace, traces_in
 from ..diff._model import CLASSIFICATIONS, HeaderDifference
 from ..diff._numbers import count
-from ..diff._rows import RowProblem, SideRow, decode_row, prompt_id_decoder, prompt_id_of
+from ..diff._rows import DECODE_ERRORS, RowProblem, SideRow, decode_row, prompt_id_decoder, prompt_id_of
 from ..errors import NewerMinorVersionWarning, TraceFormatError, UsageError
 from ..reader import TraceReader, open_trace
 from ..trace import Header
@@ -125,7 +125,7 @@ class _Aggregation:
             if pid is None:
                 try:
                     pid = prompt_id_decoder.decode(raw).prompt_id
-                except (msgspec.DecodeError, msgspec.ValidationError):
+                except DECODE_ERRORS:
                     reader.decode_row(line, raw)
                     raise TraceFormatError(reader.path, line, "prompt_id", "cannot be read") from None
             if pid in seen:
@@ -146,12 +146,8 @@ class _Aggregation:
             variant.logprobs[logprob_key].runs.append(run)
 
     def _new_row(self, prompt: _Prompt, run: int, reader: TraceReader, line: int, raw: bytes) -> tuple[bytes, bytes]:
-        try:
-            row = decode_row(raw)
-            SideRow(row, "left", reader.header)  # checks the rules the comparison relies on
-        except (msgspec.DecodeError, msgspec.ValidationError, RowProblem) as exc:
-            reader.decode_row(line, raw)
-            raise TraceFormatError(reader.path, line, getattr(exc, "field", "-"), getattr(exc, "problem", str(exc))) from None
+        reader.decode_row(line, raw)  # every rule of the format, once per distinct row
+        row = decode_row(raw)
         token_key = hashlib.sha256(
             msgspec.json.encode([row.input_token_ids, row.token_ids, row.finish_reason])
         ).digest()
