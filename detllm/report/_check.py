@@ -389,12 +389,13 @@ def _verdict(
         changed = n - (summary.batch_tokens_stable or 0)
         if batch:
             if batch_logprobs is None:
-                tail = ""
+                tail = ": batch invariant in tokens (no logprobs recorded)."
             elif batch_logprobs:
-                tail = f" and the same logprobs{within}"
+                tail = f" and its logprobs{within}: batch invariant in tokens and logprobs."
             else:
-                tail = f"; the logprobs of {n - (summary.batch_logprobs_stable or 0)} of {n} differ"
-            parts.append(f"Against {settings_text}, every prompt kept its tokens{tail}: batch invariant in tokens.")
+                changed_logprobs = n - (summary.batch_logprobs_stable or 0)
+                tail = f"; the logprobs of {changed_logprobs} of {n} differ: batch invariant in tokens."
+            parts.append(f"Against {settings_text}, every prompt kept its tokens{tail}")
         else:
             kinds = Counter(c.classification for c in sweep if not c.tier1)
             listed = ", ".join(f"{k}" for k in CLASSIFICATIONS if kinds.get(k))
