@@ -6,11 +6,11 @@ import textwrap
 from collections.abc import Iterator
 
 from ..diff import PromptResult
-from ..diff._numbers import count, num
+from ..diff._numbers import count
 from ._aggregate_render import MAX_RUNS_LISTED
 from ._check_model import CheckComparison, CheckDivergence, CheckPrompt, CheckReport
 from ._markdown import cell, code, divergence_md
-from ._text import DEFAULT_MAX_PROMPTS, WIDTH, divergence_lines, paragraph, tier_word
+from ._text import DEFAULT_MAX_PROMPTS, WIDTH, divergence_lines, drift_summary, paragraph, tier_word
 from ._text_util import clip, escape, pad
 
 CLAIMS = {"tier2": "Tier 2", "tier1": "Tier 1", "none": "none"}
@@ -109,15 +109,6 @@ def _drifted(report: CheckReport, limit: int) -> tuple[list[tuple[CheckPrompt, P
     return found, total
 
 
-def _drift_text(result: PromptResult) -> str:
-    drift = result.drift
-    if drift is None:
-        return ""
-    if drift.first_index is None:
-        return f"top-k first differs at token {drift.top_first_index}"
-    return f"first at token {drift.first_index}, max |d| {num(drift.max_abs)}"
-
-
 def render_check_text(report: CheckReport, *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> str:
     return "\n".join(_text(report, max_prompts)) + "\n"
 
@@ -209,7 +200,7 @@ def _text(report: CheckReport, max_prompts: int) -> Iterator[str]:
         yield f"Tokens equal, logprobs differ ({count(total, 'prompt and run', 'prompts and runs')})"
         for prompt, result, c in drifted:
             name = clip(escape(report.runs[c.right].name), 16)
-            yield f"  {pad(clip(escape(prompt.prompt_id), 16), 16)} {pad(name, 16)} {clip(_drift_text(result), WIDTH - 38)}"
+            yield f"  {pad(clip(escape(prompt.prompt_id), 16), 16)} {pad(name, 16)} {clip(drift_summary(result, short=True), WIDTH - 38)}"
         if total > len(drifted):
             yield f"  ... and {total - len(drifted)} more"
 
@@ -300,7 +291,7 @@ def _markdown(report: CheckReport, max_prompts: int) -> Iterator[str]:
         yield "| prompt | run | drift |"
         yield "|---|---|---|"
         for prompt, result, c in drifted:
-            yield f"| {code(prompt.prompt_id)} | {report.runs[c.right].name} | {cell(_drift_text(result))} |"
+            yield f"| {code(prompt.prompt_id)} | {report.runs[c.right].name} | {cell(drift_summary(result, short=True))} |"
         if total > len(drifted):
             yield f"| ... {total - len(drifted)} more | | |"
         yield ""
