@@ -19,7 +19,6 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -32,6 +31,7 @@ from .backend import Prompt
 from .determinism import DeterminismReport
 from .env import EnvSnapshot
 from .prompts import prompt_lines
+from .registry import BackendConfig
 from .runner import (
     DETERMINISM_FILE,
     ENV_FILE,
@@ -199,7 +199,7 @@ def _check_in(
     config: RunConfig,
     prompts: list[Prompt],
     plan: CheckPlan,
-    backend_config: Any,
+    backend_config: BackendConfig,
     options: DiffOptions,
     argv: Sequence[str] | None,
     progress: Progress | None,

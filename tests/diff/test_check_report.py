@@ -92,6 +92,27 @@ def test_the_three_answers(report: CheckReport) -> None:
     assert plan.traces == plan_runs(2, [1, 4], ["reversed", "shuffled:1"])
 
 
+def test_plan_names_every_trace() -> None:
+    planned = plan_runs(2, [4, 1], ["reversed", "shuffled:7"], isolate=True)
+    assert [(r.name, r.role, r.batch_size, r.composition, r.repeat, r.isolated) for r in planned] == [
+        ("bs4-run0", "repeat", 4, "in-order", 0, True),
+        ("bs4-run1", "repeat", 4, "in-order", 1, True),
+        ("bs4-reversed", "sweep", 4, "reversed", None, False),
+        ("bs4-shuffled-7", "sweep", 4, "shuffled:7", None, False),
+        ("bs1-in-order", "sweep", 1, "in-order", None, False),
+    ]
+    assert all(r.path == f"traces/{r.name}.jsonl" for r in planned)
+
+
+def test_json_report_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(CHECK), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert (data["kind"], data["verdict"]["batch_invariant"]) == ("check", False)
+    saved = json.loads((CHECK / "report.json").read_text())
+    data["producer"]["version"] = saved["producer"]["version"] = "VERSION"
+    assert data == saved
+
+
 def test_divergences_are_where_the_traces_part(report: CheckReport) -> None:
     """Every divergence the report gives is the first token where the two traces' rows
     differ, read straight from the files; every such difference is in the report."""
