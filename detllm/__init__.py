@@ -40,6 +40,7 @@ from .writer import TraceWriter, write_trace
 from .diff import DiffOptions, DiffReport, diff_traces
 from .report import (
     AggregateReport,
+    CheckReport,
     aggregate_traces,
     load_report,
     render_json,
@@ -50,6 +51,7 @@ from .report import (
 
 if TYPE_CHECKING:
     from .capture.backend import Prompt
+    from .capture.check import CheckResult, Progress
     from .capture.env import EnvSnapshot
     from .capture.runner import RunResult
 
@@ -78,6 +80,55 @@ def run(
     except TypeError as exc:
         raise UsageError(f"detllm.run: {exc}") from None
     return run_capture(config, as_prompts(prompts), out=out)
+
+
+def check(
+    model: str,
+    prompts: Sequence[str | Prompt] | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    runs: int = 2,
+    batch_sizes: Sequence[int] = (1, 8),
+    compositions: Sequence[str] | None = None,
+    isolate: bool = False,
+    tier: int = 1,
+    atol: float = 0.0,
+    progress: Progress | None = None,
+    **settings: Any,
+) -> CheckResult:
+    """Repeat runs and sweep batch sizes on one loaded model (see ``docs/python_api.md``).
+
+    Runs ``prompts`` ``runs`` times at ``batch_sizes[0]``, then at every other batch
+    size, and at every batch size above 1 in ``compositions`` too (None: ``reversed``
+    and a shuffle that gives most prompts other batch-mates). Returns a
+    :class:`~detllm.capture.check.CheckResult`: Tier 1, Tier 2, batch invariance, the
+    per-prompt results and the report. ``out``: the check directory to write; None
+    keeps nothing on disk. ``settings`` are the fields of
+    :class:`~detllm.capture.runner.RunConfig` other than ``batch_size`` and
+    ``composition``.
+    """
+    from .capture.check import check as run_check
+    from .capture.runner import RunConfig, as_prompts
+
+    for name in ("batch_size", "composition"):
+        if name in settings:
+            raise UsageError(f"detllm.check: {name} is not a setting of a check; use batch_sizes and compositions")
+    try:
+        config = RunConfig(model=model, **settings)
+    except TypeError as exc:
+        raise UsageError(f"detllm.check: {exc}") from None
+    return run_check(
+        config,
+        as_prompts(prompts),
+        runs=runs,
+        batch_sizes=batch_sizes,
+        compositions=compositions,
+        isolate=isolate,
+        tier=tier,
+        atol=atol,
+        out=out,
+        progress=progress,
+    )
 
 
 def env(*, redact: Sequence[str] = (), use_torch: bool = True) -> EnvSnapshot:
@@ -112,6 +163,7 @@ __all__ = [
     "UsageError",
     "ValidationResult",
     "__version__",
+    "check",
     "env",
     "open_trace",
     "read_header",
@@ -122,6 +174,7 @@ __all__ = [
     "DiffReport",
     "diff_traces",
     "AggregateReport",
+    "CheckReport",
     "aggregate_traces",
     "load_report",
     "render_json",

@@ -9,7 +9,6 @@ with vocabulary x steps.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,13 +42,6 @@ class ForwardStyle:
         cache_arg = "cache" if "cache" in names else "past_key_values"
         logits_arg = next((n for n in ("logits_to_keep", "num_logits_to_keep") if n in names), None)
         return cls(cache_arg, logits_arg)
-
-
-def row_seed(seed: int, prompt_id: str) -> int:
-    """The sampling seed of one prompt: each prompt draws from its own generator, so
-    its draws depend on the seed and its id, not on its neighbours in the batch."""
-    digest = hashlib.sha256(f"{seed}\0{prompt_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def decode(

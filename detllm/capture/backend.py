@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from ..errors import CaptureError
 from ..trace import Artifact, Decoding, Row, Software
 
 LogprobMode = Literal["raw", "processed"]
+
+
+def row_seed(seed: int, prompt_id: str) -> int:
+    """The sampling seed of one prompt, the same in every backend: each prompt draws
+    from its own generator, so its draws depend on the seed and its id, not on its
+    neighbours in the batch."""
+    digest = hashlib.sha256(f"{seed}\0{prompt_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 @dataclass(frozen=True)
@@ -71,3 +82,54 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release the model and any engine processes."""
         ...
+
+
+def resolve_decoding(
+    decoding: Decoding, backend: str, *, min_temperature: float | None = None, temperature_note: str = ""
+) -> Decoding:
+    """The checks every backend makes of decoding settings, and the settings as they apply.
+
+    A setting the decoding would ignore (a temperature without sampling) is an error,
+    as is sampling without a seed. ``min_temperature``: the lowest temperature the
+    backend samples at (None: any above 0), with ``temperature_note`` saying why.
+    """
+    if decoding.extra:
+        name = sorted(decoding.extra)[0]
+        raise CaptureError(f"the {backend} backend does not support the decoding setting {name!r}")
+    if decoding.max_new_tokens < 1:
+        raise CaptureError(f"max_new_tokens must be at least 1, got {decoding.max_new_tokens}")
+    if not decoding.do_sample:
+        for name, value, default in (
+            ("temperature", decoding.temperature, 1.0),
+            ("top_p", decoding.top_p, 1.0),
+            ("top_k", decoding.top_k, 0),
+        ):
+            if value != default:
+                raise CaptureError(
+                    f"greedy decoding ignores {name}={value!r}: turn sampling on (do_sample) or leave {name} at {default!r}"
+                )
+        return Decoding(do_sample=False, max_new_tokens=decoding.max_new_tokens)
+    temperature = decoding.temperature
+    if min_temperature is None:
+        ok, needed = math.isfinite(temperature) and temperature > 0, "> 0"
+    else:
+        ok, needed = math.isfinite(temperature) and temperature >= min_temperature, f"of at least {min_temperature:g}"
+    if not ok:
+        note = f"{temperature_note}; " if temperature_note else ""
+        raise CaptureError(
+            f"sampling needs a temperature {needed}, got {temperature!r} ({note}for greedy decoding turn sampling off)"
+        )
+    if not 0 < decoding.top_p <= 1:
+        raise CaptureError(f"top_p must be in (0, 1], got {decoding.top_p!r}")
+    if decoding.top_k < 0:
+        raise CaptureError(f"top_k must be >= 0 (0 turns it off), got {decoding.top_k!r}")
+    if decoding.seed is None:
+        raise CaptureError("sampling needs a seed: unseeded sampling cannot be repeated")
+    return Decoding(
+        do_sample=True,
+        temperature=float(temperature),
+        top_p=float(decoding.top_p),
+        top_k=decoding.top_k,
+        max_new_tokens=decoding.max_new_tokens,
+        seed=decoding.seed,
+    )

@@ -10,15 +10,14 @@ own logits warpers, in the order ``generate`` applies them.
 from __future__ import annotations
 
 import gc
-import math
 import re
 from collections.abc import Sequence
 from typing import Any
 
 from ..errors import CaptureError
-from ..trace import Artifact, Decoding, Row, Software
-from .backend import BackendDescription, LogprobMode, Prompt
-from .models import fingerprint, model_files, resolve_model, tokenizer_files
+from ..trace import Decoding, Row, Software
+from .backend import BackendDescription, LogprobMode, Prompt, resolve_decoding, row_seed
+from .models import artifacts, resolve_model
 from .registry import BackendConfig
 
 try:
@@ -32,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         "pip install 'detllm[hf]'"
     ) from None
 
-from ._hf_decode import ForwardStyle, decode, row_seed
+from ._hf_decode import ForwardStyle, decode
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 OPTIONS = ("attn_implementation", "eos_token_ids")
@@ -71,14 +70,7 @@ class HFBackend:
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None) or getattr(
             self.model.config, "n_positions", None
         )
-        self.model_artifact = Artifact(
-            id=config.model, revision=self.location.revision, fingerprint=fingerprint(model_files(self.location.path))
-        )
-        self.tokenizer_artifact = Artifact(
-            id=config.tokenizer or config.model,
-            revision=self.tokenizer_location.revision,
-            fingerprint=fingerprint(tokenizer_files(self.tokenizer_location.path)),
-        )
+        self.model_artifact, self.tokenizer_artifact = artifacts(config, self.location, self.tokenizer_location)
         self._texts: dict[int, str] = {}
 
     # -- Backend protocol ------------------------------------------------------------
@@ -94,38 +86,7 @@ class HFBackend:
         )
 
     def resolve_decoding(self, decoding: Decoding) -> Decoding:
-        if decoding.extra:
-            name = sorted(decoding.extra)[0]
-            raise CaptureError(f"the hf backend does not support the decoding setting {name!r}")
-        if decoding.max_new_tokens < 1:
-            raise CaptureError(f"max_new_tokens must be at least 1, got {decoding.max_new_tokens}")
-        if not decoding.do_sample:
-            for name, value, default in (
-                ("temperature", decoding.temperature, 1.0),
-                ("top_p", decoding.top_p, 1.0),
-                ("top_k", decoding.top_k, 0),
-            ):
-                if value != default:
-                    raise CaptureError(
-                        f"greedy decoding ignores {name}={value!r}: turn sampling on (do_sample) or leave {name} at {default!r}"
-                    )
-            return Decoding(do_sample=False, max_new_tokens=decoding.max_new_tokens)
-        if not (math.isfinite(decoding.temperature) and decoding.temperature > 0):
-            raise CaptureError(f"sampling needs a temperature > 0, got {decoding.temperature!r} (for greedy decoding turn sampling off)")
-        if not 0 < decoding.top_p <= 1:
-            raise CaptureError(f"top_p must be in (0, 1], got {decoding.top_p!r}")
-        if decoding.top_k < 0:
-            raise CaptureError(f"top_k must be >= 0 (0 turns it off), got {decoding.top_k!r}")
-        if decoding.seed is None:
-            raise CaptureError("sampling needs a seed: unseeded sampling cannot be repeated")
-        return Decoding(
-            do_sample=True,
-            temperature=float(decoding.temperature),
-            top_p=float(decoding.top_p),
-            top_k=decoding.top_k,
-            max_new_tokens=decoding.max_new_tokens,
-            seed=decoding.seed,
-        )
+        return resolve_decoding(decoding, "hf")
 
     def generate(
         self,

@@ -11,8 +11,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import CaptureError
+from ..trace import Artifact
+
+if TYPE_CHECKING:
+    from .registry import BackendConfig
 
 FIXTURE_MODELS = ("tiny-gpt2", "tiny-llama", "tiny-flip")
 """Built-in models shipped in ``fixtures/models/`` of a source checkout."""
@@ -76,7 +81,9 @@ def resolve_model(name: str, revision: str | None = None) -> ModelLocation:
         return ModelLocation(name, converted_dir())
     path = Path(name).expanduser()
     if path.is_dir():
-        return ModelLocation(name, path.resolve(), revision)
+        if revision is not None:
+            raise CaptureError(f"a revision ({revision!r}) applies to hub ids, not to the directory {name!r}")
+        return ModelLocation(name, path.resolve())
     if path.exists():
         raise CaptureError(f"model {name!r} is a file, not a model directory")
     if _looks_like_path(name):
@@ -105,6 +112,18 @@ def _from_hub_cache(name: str, revision: str | None) -> ModelLocation:
     except Exception:  # noqa: BLE001 - every failure here means "not available offline"
         raise CaptureError(offline) from None
     return ModelLocation(name, path, revision or path.name)
+
+
+def artifacts(config: BackendConfig, model: ModelLocation, tokenizer: ModelLocation) -> tuple[Artifact, Artifact]:
+    """The header's ``model`` and ``tokenizer``: names as asked, revisions, fingerprints."""
+    return (
+        Artifact(id=config.model, revision=model.revision, fingerprint=fingerprint(model_files(model.path))),
+        Artifact(
+            id=config.tokenizer or config.model,
+            revision=tokenizer.revision,
+            fingerprint=fingerprint(tokenizer_files(tokenizer.path)),
+        ),
+    )
 
 
 def model_files(directory: Path) -> list[Path]:

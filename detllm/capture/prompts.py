@@ -43,6 +43,19 @@ def prompts_from_texts(texts: Iterable[str]) -> list[Prompt]:
     return [Prompt(id=f"p{n}", text=text) for n, text in enumerate(texts, 1)]
 
 
+def prompt_lines(prompts: Iterable[Prompt]) -> bytes:
+    """Prompts as a JSON Lines prompt file: ``id`` and ``prompt`` or ``input_ids``."""
+    lines = []
+    for p in prompts:
+        record: dict[str, object] = {"id": p.id}
+        if p.text is not None:
+            record["prompt"] = p.text
+        else:
+            record["input_ids"] = list(p.token_ids or ())
+        lines.append(msgspec.json.encode(record) + b"\n")
+    return b"".join(lines)
+
+
 def load_prompt_file(path: str | os.PathLike[str]) -> list[Prompt]:
     """Read a prompt file; a bad line raises :class:`~detllm.errors.PromptFileError`."""
     name = os.fspath(path)

@@ -15,6 +15,10 @@ BACKENDS: dict[str, str] = {
 }
 """Backend name -> ``module:class``. The class is built from a :class:`BackendConfig`."""
 
+STARTUP_LOGPROBS: dict[str, str] = {"vllm": "logprob_mode"}
+"""Backends that fix the logprobs' meaning (raw or processed) when they start, and
+the backend option that sets it: a run passes its ``logprobs`` setting through it."""
+
 
 @dataclass(frozen=True)
 class BackendConfig:

@@ -11,9 +11,10 @@ to a run directory.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from .backend import Backend, Prompt
 from .determinism import DeterminismControls, DeterminismReport
 from .env import EnvSnapshot, capture_environment
 from .prompts import DEFAULT_PROMPTS, prompts_from_texts
-from .registry import BackendConfig, load_backend
+from .registry import STARTUP_LOGPROBS, BackendConfig, load_backend
 
 RUN_CONFIG_FORMAT = "detllm.run_config"
 RUN_CONFIG_VERSION = "1.0"
@@ -68,16 +69,49 @@ class RunConfig(msgspec.Struct, kw_only=True, frozen=True):
     options: dict[str, Any] = {}
     redact: list[str] = []
 
-    def backend_config(self) -> BackendConfig:
+    def backend_config(self, max_batch_size: int | None = None) -> BackendConfig:
+        options = dict(self.options)
+        key = STARTUP_LOGPROBS.get(self.backend)
+        if key is not None and options.setdefault(key, self.logprobs) != self.logprobs:
+            raise UsageError(
+                f"the backend option {key}={options[key]!r} contradicts the logprobs asked for ({self.logprobs!r}); "
+                f"give one of them"
+            )
         return BackendConfig(
             model=self.model,
             tokenizer=self.tokenizer,
             revision=self.revision,
             dtype=self.dtype,
             device=self.device,
-            max_batch_size=self.batch_size,
-            options=dict(self.options),
+            max_batch_size=self.batch_size if max_batch_size is None else max_batch_size,
+            options=options,
         )
+
+    def arguments(self) -> list[str]:
+        """Command-line arguments that ask ``detllm run`` (or ``check``) for these settings.
+
+        Settings at their defaults are left out, except the few a reader of the
+        command wants to see; ``batch_size`` and ``composition`` are left to the caller.
+        """
+        defaults = RunConfig(model=self.model)
+        args = ["--model", self.model, "--backend", self.backend, "--dtype", self.dtype, "--device", self.device,
+                "--max-new-tokens", str(self.max_new_tokens), "--mode", self.mode]
+        for flag, name in (("--tokenizer", "tokenizer"), ("--revision", "revision"), ("--threads", "threads")):
+            if getattr(self, name) is not None:
+                args += [flag, str(getattr(self, name))]
+        if self.seed != defaults.seed:
+            args += ["--seed", str(self.seed)]
+        if self.do_sample:
+            args.append("--do-sample")
+        for flag, name in (("--temperature", "temperature"), ("--top-p", "top_p"), ("--top-k", "top_k"),
+                           ("--top-logprobs", "top_logprobs"), ("--logprobs", "logprobs")):
+            if getattr(self, name) != getattr(defaults, name):
+                args += [flag, str(getattr(self, name))]
+        for key, value in self.options.items():
+            args += ["--backend-option", f"{key}={_option_text(value)}"]
+        if self.redact:
+            args += ["--redact", ",".join(self.redact)]
+        return args
 
     def decoding(self) -> Decoding:
         return Decoding(
@@ -88,6 +122,16 @@ class RunConfig(msgspec.Struct, kw_only=True, frozen=True):
             max_new_tokens=self.max_new_tokens,
             seed=self.seed,
         )
+
+
+def _option_text(value: Any) -> str:
+    """A backend option's value as ``--backend-option`` reads it back (JSON when it parses)."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            return value
+    return json.dumps(value)
 
 
 @dataclass(frozen=True)
@@ -141,6 +185,18 @@ class CaptureSession:
         self.environment: EnvSnapshot
         self.backend: Backend
 
+    @classmethod
+    def of(cls, config: RunConfig, backend_config: BackendConfig | None = None) -> CaptureSession:
+        """The session for ``config``'s settings (``backend_config``: instead of its own)."""
+        return cls(
+            backend_config or config.backend_config(),
+            backend=config.backend,
+            mode=config.mode,
+            seed=config.seed,
+            threads=config.threads,
+            redact=tuple(config.redact),
+        )
+
     def __enter__(self) -> CaptureSession:
         # Controls first: CUBLAS_WORKSPACE_CONFIG must be set before CUDA starts.
         self.determinism = self.controls.apply()
@@ -174,11 +230,13 @@ class CaptureSession:
         path: str | os.PathLike[str] | None = None,
         labels: dict[str, str] | None = None,
         keep_rows: bool = True,
+        on_batch: Callable[[int, int], None] | None = None,
     ) -> Capture:
         """Run every prompt once, ``batch_size`` at a time, and record the trace.
 
         Rows are written to ``path`` (if given) as soon as every earlier prompt's row
-        is ready; a failure leaves ``<path>.partial``.
+        is ready; a failure leaves ``<path>.partial``. ``on_batch(done, batches)`` is
+        called after each batch, for progress reports.
         """
         _check_prompts(prompts)
         if batch_size < 1:
@@ -192,7 +250,7 @@ class CaptureSession:
         writer = TraceWriter(path, header) if path is not None else None
         kept: list[Row] | None = [] if keep_rows else None
         try:
-            for row in _in_prompt_order(self._generate(prompts, batches, resolved, top_logprobs, logprobs)):
+            for row in _in_prompt_order(self._generate(prompts, batches, resolved, top_logprobs, logprobs, on_batch)):
                 row = canonical_row(row)
                 if writer is not None:
                     writer.write(row)
@@ -209,13 +267,21 @@ class CaptureSession:
         return Capture(header, kept, written)
 
     def _generate(
-        self, prompts: Sequence[Prompt], batches: list[list[int]], decoding: Decoding, top_k: int, logprobs: str
+        self,
+        prompts: Sequence[Prompt],
+        batches: list[list[int]],
+        decoding: Decoding,
+        top_k: int,
+        logprobs: str,
+        on_batch: Callable[[int, int], None] | None,
     ) -> Iterator[tuple[int, Row]]:
         for index, members in enumerate(batches):
             rows = self.backend.generate([prompts[i] for i in members], decoding, top_k=top_k, logprob_mode=logprobs)  # type: ignore[arg-type]
             for position, (prompt_index, row) in enumerate(zip(members, rows)):
                 placed = msgspec.structs.replace(row, batch=Placement(index=index, position=position, size=len(members)))
                 yield prompt_index, placed
+            if on_batch is not None:
+                on_batch(index + 1, len(batches))
 
     def _header(self, decoding: Decoding, batch: Batch, top_k: int, semantics: str, labels: dict[str, str] | None) -> Header:
         description = self.backend.describe()
@@ -339,14 +405,7 @@ def run(
     _check_prompts(prompts)
     make_batches(len(prompts), max(config.batch_size, 1), config.composition)  # reject a bad composition early
     directory = check_directory(out) if out is not None else None
-    session = CaptureSession(
-        config.backend_config(),
-        backend=config.backend,
-        mode=config.mode,
-        seed=config.seed,
-        threads=config.threads,
-        redact=tuple(config.redact),
-    )
+    session = CaptureSession.of(config)
     with session:
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)

@@ -13,19 +13,20 @@ that creates this backend must guard its entry point with
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from ..errors import CaptureError, DeterminismUnavailableError
-from ..trace import Artifact, Decoding, Row, Software
-from .backend import BackendDescription, LogprobMode, Prompt
+from ..trace import Decoding, Row, Software
+from .backend import BackendDescription, LogprobMode, Prompt, resolve_decoding, row_seed
+from .env import SECRET, SECRET_WORDS
+from .models import artifacts, resolve_model
 from .registry import BackendConfig
 
 try:
@@ -77,30 +78,6 @@ SUBMISSION = (
 )
 
 _FINISH_REASONS = {"stop": "stop", "length": "length", "abort": "abort"}
-_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
-
-# The same definition as every detLLM backend: a model is the content of the files
-# that define what it computes; JSON files are hashed without the library version
-# that wrote them.
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack")
-_MODEL_JSON = ("config.json", "generation_config.json")
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "vocab.txt",
-    "merges.txt",
-    "tokenizer.model",
-    "spiece.model",
-    "chat_template.jinja",
-    "chat_template.json",
-)
-_VERSION_KEYS = ("transformers_version",)
-_FIXTURE_MODELS = ("tiny-gpt2", "tiny-llama", "tiny-flip")
-_CHUNK = 4 * 1024 * 1024
-
 
 class VLLMBackend:
     """A vLLM engine, started once, generating batch by batch."""
@@ -126,16 +103,10 @@ class VLLMBackend:
         self.reset_prefix_cache = _flag(options, "reset_prefix_cache", True)
         self.max_logprobs = _integer(options, "max_logprobs", 20)
 
-        model_dir, revision = _resolve_model_dir(config.model, config.revision)
-        tokenizer_dir, tokenizer_revision = (
-            _resolve_model_dir(config.tokenizer, None) if config.tokenizer else (model_dir, revision)
-        )
-        self.model_artifact = Artifact(id=config.model, revision=revision, fingerprint=_fingerprint(_model_files(model_dir)))
-        self.tokenizer_artifact = Artifact(
-            id=config.tokenizer or config.model,
-            revision=tokenizer_revision,
-            fingerprint=_fingerprint(_tokenizer_files(tokenizer_dir)),
-        )
+        location = resolve_model(config.model, config.revision)
+        tokenizer_location = resolve_model(config.tokenizer) if config.tokenizer else location
+        model_dir, tokenizer_dir = location.path, tokenizer_location.path
+        self.model_artifact, self.tokenizer_artifact = artifacts(config, location, tokenizer_location)
 
         engine_args: dict[str, Any] = {
             "model": str(model_dir),
@@ -194,41 +165,9 @@ class VLLMBackend:
         )
 
     def resolve_decoding(self, decoding: Decoding) -> Decoding:
-        if decoding.extra:
-            name = sorted(decoding.extra)[0]
-            raise CaptureError(f"the vllm backend does not support the decoding setting {name!r}")
-        if decoding.max_new_tokens < 1:
-            raise CaptureError(f"max_new_tokens must be at least 1, got {decoding.max_new_tokens}")
-        if not decoding.do_sample:
-            for name, value, default in (
-                ("temperature", decoding.temperature, 1.0),
-                ("top_p", decoding.top_p, 1.0),
-                ("top_k", decoding.top_k, 0),
-            ):
-                if value != default:
-                    raise CaptureError(
-                        f"greedy decoding ignores {name}={value!r}: turn sampling on (do_sample) or leave {name} at {default!r}"
-                    )
-            return Decoding(do_sample=False, max_new_tokens=decoding.max_new_tokens)
-        # vLLM decodes greedily below this temperature, whatever the other settings say.
-        if not (math.isfinite(decoding.temperature) and decoding.temperature >= 1e-5):
-            raise CaptureError(
-                f"sampling needs a temperature of at least 1e-05, got {decoding.temperature!r} "
-                "(vLLM decodes greedily below it; for greedy decoding turn sampling off)"
-            )
-        if not 0 < decoding.top_p <= 1:
-            raise CaptureError(f"top_p must be in (0, 1], got {decoding.top_p!r}")
-        if decoding.top_k < 0:
-            raise CaptureError(f"top_k must be >= 0 (0 turns it off), got {decoding.top_k!r}")
-        if decoding.seed is None:
-            raise CaptureError("sampling needs a seed: unseeded sampling cannot be repeated")
-        return Decoding(
-            do_sample=True,
-            temperature=float(decoding.temperature),
-            top_p=float(decoding.top_p),
-            top_k=decoding.top_k,
-            max_new_tokens=decoding.max_new_tokens,
-            seed=decoding.seed,
+        # vLLM decodes greedily below 1e-5, whatever the other settings say.
+        return resolve_decoding(
+            decoding, "vllm", min_temperature=1e-5, temperature_note="vLLM decodes greedily below it"
         )
 
     def generate(
@@ -268,7 +207,7 @@ class VLLMBackend:
         for prompt, output in zip(batch, outputs):
             row = _row_from_output(prompt, output, top_k)
             ids = [*row.token_ids, *(token for step in row.top_logprobs or [] for token, _ in step)]
-            rows.append(_with_texts(row, self._token_texts(ids)))
+            rows.append(msgspec.structs.replace(row, token_texts=self._token_texts(ids)))
         return rows
 
     def close(self) -> None:
@@ -325,7 +264,7 @@ class VLLMBackend:
             temperature=decoding.temperature,
             top_p=decoding.top_p,
             top_k=decoding.top_k,
-            seed=_row_seed(decoding.seed, prompt.id),
+            seed=row_seed(decoding.seed, prompt.id),
             **common,
         )
 
@@ -476,19 +415,6 @@ def _normalise_step(entries: Mapping[int, Any], chosen: int, top_k: int) -> tupl
     return value, pairs[:top_k]
 
 
-def _with_texts(row: Row, texts: dict[int, str]) -> Row:
-    return Row(
-        prompt_id=row.prompt_id,
-        input_token_ids=row.input_token_ids,
-        token_ids=row.token_ids,
-        logprobs=row.logprobs,
-        top_logprobs=row.top_logprobs,
-        finish_reason=row.finish_reason,
-        token_texts=texts,
-        prompt=row.prompt,
-    )
-
-
 def _check_scheduled_together(outputs: Sequence[Any], budget: object) -> None:
     """Raise unless vLLM first scheduled every request of the batch in the same step."""
     times = {getattr(getattr(o, "metrics", None), "scheduled_ts", None) for o in outputs}
@@ -505,100 +431,11 @@ def _check_scheduled_together(outputs: Sequence[Any], budget: object) -> None:
 # -- generic helpers ------------------------------------------------------------------
 
 
-def _row_seed(seed: int, prompt_id: str) -> int:
-    """The sampling seed of one prompt: its draws depend on the seed and its id, not on
-    its neighbours in the batch (the same derivation as the hf backend)."""
-    digest = hashlib.sha256(f"{seed}\0{prompt_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def _resolve_model_dir(name: str, revision: str | None) -> tuple[Path, str | None]:
-    """A local model directory for ``name``: a directory, a fixture model of a source
-    checkout, or a hub id already in the local cache. Nothing is downloaded."""
-    if name in _FIXTURE_MODELS:
-        path = Path(__file__).resolve().parent.parent.parent / "fixtures" / "models" / name
-        if not (path / "config.json").is_file():
-            raise CaptureError(f"built-in model {name!r} needs a source checkout of detLLM: {path} not found")
-        return path, None
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if revision is not None:
-            raise CaptureError(f"a revision ({revision!r}) applies to hub ids, not to the directory {name!r}")
-        return path.resolve(), None
-    if path.exists():
-        raise CaptureError(f"model {name!r} is a file, not a model directory")
-    offline = (
-        f"model {name!r} is not a local directory and not in the local Hugging Face cache; "
-        "detLLM never downloads models: download it first or pass a directory"
-    )
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise CaptureError(f"model directory {name!r} does not exist")
-    try:
-        from huggingface_hub import snapshot_download
-
-        snapshot = Path(snapshot_download(repo_id=name, revision=revision, local_files_only=True))
-    except Exception:  # noqa: BLE001 - every failure here means "not available offline"
-        raise CaptureError(offline) from None
-    return snapshot, revision or snapshot.name
-
-
-def _model_files(directory: Path) -> list[Path]:
-    """The files that define the model's computation: weights, config, generation config."""
-    return [
-        p
-        for p in _files(directory)
-        if p.name.endswith(_WEIGHT_SUFFIXES) or p.name in _MODEL_JSON or p.name.endswith(".index.json")
-    ]
-
-
-def _tokenizer_files(directory: Path) -> list[Path]:
-    return [p for p in _files(directory) if p.name in _TOKENIZER_FILES]
-
-
-def _files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.is_file())
-
-
-def _fingerprint(files: list[Path]) -> str | None:
-    """``sha256:<hex>`` over the files' names and contents, in name order.
-
-    Each file contributes its name, a NUL byte, its length as 8 bytes big-endian and
-    its content. JSON files are hashed in canonical form (sorted keys, no whitespace)
-    without the ``_VERSION_KEYS``. None when there are no files.
-    """
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for path in sorted(files, key=lambda p: p.name):
-        digest.update(path.name.encode() + b"\0")
-        if path.suffix == ".json":
-            content = _canonical_json(path)
-            digest.update(len(content).to_bytes(8, "big"))
-            digest.update(content)
-            continue
-        digest.update(path.stat().st_size.to_bytes(8, "big"))
-        with open(path, "rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
-
-
-def _canonical_json(path: Path) -> bytes:
-    try:
-        value = json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError):
-        return path.read_bytes()
-    if isinstance(value, dict):
-        for key in _VERSION_KEYS:
-            value.pop(key, None)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def _vllm_environment_variables(environ: Mapping[str, str]) -> dict[str, str]:
     """The ``VLLM_*`` variables, which change vLLM's kernels, scheduling and threads;
     values of variables that look like credentials are replaced."""
     return {
-        key: ("<redacted>" if any(word in key for word in _SECRET_WORDS) else value)
+        key: (SECRET if any(word in key for word in SECRET_WORDS) else value)
         for key, value in sorted(environ.items())
         if key.startswith("VLLM_")
     }

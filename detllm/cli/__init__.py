@@ -13,6 +13,8 @@ from ..errors import DetllmError, ExitCode
 
 COMMANDS: dict[str, str] = {
     "run": "Run a model on prompts and record a trace.",
+    "check": "Repeat runs and sweep batch sizes: Tier 1, Tier 2, batch invariance.",
+    "pack": "Cut a check directory down to a repro pack of the prompts that diverge.",
     "env": "Print this machine's environment snapshot as JSON.",
     "validate": "Check trace files against the trace format.",
     "diff": "Compare two traces: where outputs diverge, and what that is consistent with.",

@@ -64,8 +64,12 @@ def emit(report: Any, args: argparse.Namespace) -> None:
     """Print the report in the chosen format and write ``--out``."""
     if args.out:
         write_report_dir(report, args.out, max_prompts=args.max_prompts)
-    if args.quiet:
-        return
+    if not args.quiet:
+        print_report(report, args)
+
+
+def print_report(report: Any, args: argparse.Namespace) -> None:
+    """The report on stdout: JSON (``--json``), Markdown (``--markdown``) or text."""
     try:
         if args.json:
             write_json(report, sys.stdout.buffer)

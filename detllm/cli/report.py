@@ -1,7 +1,8 @@
 """Render a saved report, or aggregate three or more traces of the same prompts.
 
-PATH is a saved report (report.json), a run directory (its report.json, or the
-traces it holds), or trace files. Two traces are compared as by ``detllm diff``;
+PATH is a saved report (report.json), a run or check directory (its report.json,
+or the traces it holds), or trace files. A check directory is judged again from its
+traces when comparison options are given or its report.json is missing. Two traces are compared as by ``detllm diff``;
 three or more are aggregated: distinct completions per prompt, how many runs
 agree with the majority, where completions split, and the divergence positions.
 Exit status: 0 when the runs agree at the chosen tier, 1 when they do not, 2 for
@@ -17,10 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from ..diff import DiffOptions, diff_traces
-from ..errors import TraceFormatError, UsageError
-from ..report import aggregate_traces, load_report
+from ..errors import InputError, TraceFormatError, UsageError
+from ..report import aggregate_traces, load_report, rebuild_check_report
 from ..report._aggregate import expand_paths
-from ._report_options import add_comparison_arguments, add_output_arguments, as_trouble, emit, options_from
+from ..report._check import read_plan
+from ._report_options import (
+    add_comparison_arguments,
+    add_output_arguments,
+    as_trouble,
+    emit,
+    options_from,
+)
 
 _REPORT_NAME = "report.json"
 
@@ -56,10 +64,26 @@ def _saved(path: Path, args: argparse.Namespace, options: DiffOptions) -> Any:
     return report
 
 
+def _is_check_directory(path: Path) -> bool:
+    try:
+        read_plan(path)
+    except (InputError, TraceFormatError):
+        return False
+    return True
+
+
 def _build(args: argparse.Namespace, options: DiffOptions) -> Any:
     paths = [Path(p) for p in args.paths]
     if len(paths) == 1:
         path = paths[0]
+        if path.is_dir() and _is_check_directory(path):
+            defaults = DiffOptions(tier=options.tier, workers=options.workers)
+            if (path / _REPORT_NAME).is_file() and options == defaults:
+                return _saved(path / _REPORT_NAME, args, options)
+            if args.tier is None:
+                _, plan = read_plan(path)
+                options = options.replace(tier=plan.tier)
+            return rebuild_check_report(path, options)
         if path.is_dir() and (path / _REPORT_NAME).is_file():
             return _saved(path / _REPORT_NAME, args, options)
         if path.is_file() and is_report(path):

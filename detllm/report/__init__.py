@@ -1,7 +1,7 @@
 """Reports: text, Markdown and JSON renderings, and aggregation of many traces.
 
-``render_text``, ``render_markdown`` and ``render_json`` take either kind of report:
-a :class:`~detllm.diff.DiffReport` or an :class:`AggregateReport`.
+``render_text``, ``render_markdown`` and ``render_json`` take any kind of report:
+a :class:`~detllm.diff.DiffReport`, an :class:`AggregateReport` or a :class:`CheckReport`.
 """
 
 from ._aggregate import aggregate_traces
@@ -17,6 +17,18 @@ from ._aggregate_model import (
     ValueRuns,
     Variant,
 )
+from ._check import build_check_report, rebuild_check_report
+from ._check_model import (
+    CheckComparison,
+    CheckDeterminism,
+    CheckDivergence,
+    CheckPrompt,
+    CheckReport,
+    CheckRun,
+    CheckSettings,
+    CheckSummary,
+    CheckVerdict,
+)
 from ._load import load_report
 from ._render import render_json, render_markdown, render_text, write_json, write_report_dir
 from ._text import DEFAULT_MAX_PROMPTS
@@ -28,13 +40,24 @@ __all__ = [
     "AggregateSummary",
     "AggregateVerdict",
     "Branch",
+    "CheckComparison",
+    "CheckDeterminism",
+    "CheckDivergence",
+    "CheckPrompt",
+    "CheckReport",
+    "CheckRun",
+    "CheckSettings",
+    "CheckSummary",
+    "CheckVerdict",
     "FieldVariation",
     "PromptAggregate",
     "Split",
     "ValueRuns",
     "Variant",
     "aggregate_traces",
+    "build_check_report",
     "load_report",
+    "rebuild_check_report",
     "render_json",
     "render_markdown",
     "render_text",

@@ -17,7 +17,9 @@ class FirstDivergence(PromptResult, frozen=True, kw_only=True):
 
     In a diff report ``runs``, ``reference_run`` and ``run`` are null. In an aggregate
     report the entry compares run ``run`` (right) with run ``reference_run`` (left,
-    the majority), and ``runs`` lists every run that gave the same completion.
+    the majority), and ``runs`` lists every run that gave the same completion. In a
+    check report it compares run ``run`` with run 0 (``reference_run``), and ``runs``
+    is ``[run]``.
     """
 
     runs: list[int] | None = None
@@ -29,7 +31,7 @@ class FirstDivergenceDocument(msgspec.Struct, frozen=True, kw_only=True):
     """The JSON form of ``diffs/first_divergence.json`` (``kind: "first_divergence"``).
 
     ``left`` and ``right`` describe the traces of a diff; ``runs`` those of an
-    aggregate; the others are null.
+    aggregate or a check; the others are null.
     """
 
     format: Literal["detllm.report"]
@@ -56,6 +58,18 @@ def first_divergences(report: Any) -> tuple[dict[str, Any], Iterator[dict[str, A
         )
         results: Iterator[FirstDivergence] = (
             _entry(p) for p in report.prompts if p.status not in ("identical", "left_only", "right_only")
+        )
+    elif report.kind == "check":
+        head = FirstDivergenceDocument(
+            format=REPORT_FORMAT, version=REPORT_VERSION, kind="first_divergence", producer=report.producer,
+            left=None, right=None, runs=[r.trace for r in report.runs], divergences=[],
+        )
+        results = (
+            _entry(d.result, runs=[report.comparisons[d.comparison].right], reference_run=report.comparisons[d.comparison].left,
+                   run=report.comparisons[d.comparison].right)
+            for p in report.prompts
+            for d in p.divergences
+            if d.result.status != "identical"
         )
     else:
         head = FirstDivergenceDocument(

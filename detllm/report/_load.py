@@ -12,10 +12,11 @@ from ..diff import DiffReport
 from ..diff._report import check_preamble
 from ..errors import InputError, TraceFormatError
 from ._aggregate_model import AggregateReport
+from ._check_model import CheckReport
 
 
-def load_report(path: str | os.PathLike[str]) -> DiffReport | AggregateReport:
-    """Load a ``report.json`` written by ``detllm diff`` or ``detllm report``.
+def load_report(path: str | os.PathLike[str]) -> DiffReport | AggregateReport | CheckReport:
+    """Load a ``report.json`` written by ``detllm diff``, ``detllm report`` or ``detllm check``.
 
     Raises :class:`~detllm.errors.TraceFormatError` (naming the field) when the
     file is not a report of a version this detLLM reads.
@@ -31,7 +32,9 @@ def load_report(path: str | os.PathLike[str]) -> DiffReport | AggregateReport:
         document: Any = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise TraceFormatError(name, exc.lineno, "-", f"not valid JSON ({exc.msg})") from None
-    kind = check_preamble(document, name, ("diff", "aggregate"))
+    kind = check_preamble(document, name, ("diff", "aggregate", "check"))
     if kind == "diff":
         return DiffReport.from_dict(document, path=name)
+    if kind == "check":
+        return CheckReport.from_dict(document, path=name)
     return AggregateReport.from_dict(document, path=name)

@@ -16,13 +16,18 @@ from ._markdown import render_diff_markdown
 from ._text import DEFAULT_MAX_PROMPTS, render_diff_text
 
 Report = Any
-"""A :class:`~detllm.diff.DiffReport` or an :class:`~detllm.report.AggregateReport`."""
+"""A :class:`~detllm.diff.DiffReport`, an :class:`~detllm.report.AggregateReport` or a
+:class:`~detllm.report.CheckReport`."""
 
 
 def render_text(report: Report, *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> str:
     """The human report for a terminal; at most ``max_prompts`` prompts in full."""
     if isinstance(report, DiffReport):
         return render_diff_text(report, max_prompts=max_prompts)
+    if report.kind == "check":
+        from ._check_render import render_check_text
+
+        return render_check_text(report, max_prompts=max_prompts)
     from ._aggregate_render import render_aggregate_text
 
     return render_aggregate_text(report, max_prompts=max_prompts)
@@ -32,6 +37,10 @@ def render_markdown(report: Report, *, max_prompts: int = DEFAULT_MAX_PROMPTS) -
     """The report in Markdown, for a GitHub issue."""
     if isinstance(report, DiffReport):
         return render_diff_markdown(report, max_prompts=max_prompts)
+    if report.kind == "check":
+        from ._check_render import render_check_markdown
+
+        return render_check_markdown(report, max_prompts=max_prompts)
     from ._aggregate_render import render_aggregate_markdown
 
     return render_aggregate_markdown(report, max_prompts=max_prompts)

@@ -13,7 +13,9 @@ import msgspec
 
 from ..diff._report import DiffDocument
 from ._aggregate_model import AggregateDocument
+from ._check_model import CheckDocument
 from ._first_divergence import FirstDivergenceDocument
+
 
 def _tidy(node: Any) -> None:
     # detLLM writes every field, null included: a reader may rely on each key.
@@ -37,7 +39,7 @@ def _plain(docstring: str) -> str:
 
 def report_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of every document kind of report format 1."""
-    documents = (DiffDocument, AggregateDocument, FirstDivergenceDocument)
+    documents = (DiffDocument, AggregateDocument, CheckDocument, FirstDivergenceDocument)
     refs, components = msgspec.json.schema_components(documents)
     _tidy(components)
     return {
@@ -45,7 +47,8 @@ def report_schema() -> dict[str, Any]:
         "title": "detLLM report, format version 1",
         "description": (
             "A report written by detLLM: a diff of two traces (kind 'diff'), an aggregate of many "
-            "traces (kind 'aggregate'), or the first divergences of either (kind 'first_divergence'). "
+            "traces (kind 'aggregate'), a check of repeated runs and a batch sweep (kind 'check'), or "
+            "the first divergences of any of them (kind 'first_divergence'). "
             "formats/report-v1.md is the normative text. Readers ignore fields they do not know."
         ),
         "oneOf": list(refs),

@@ -269,7 +269,7 @@ def _diff_lines(report: DiffReport, max_prompts: int) -> Iterator[str]:
         yield ""
         yield f"Tokens equal, logprobs differ ({count(statuses['logprobs_differ'], 'prompt')})"
         for result in drifted:
-            yield "  " + pad(clip(escape(result.prompt_id), 16), 16) + " " + _drift_summary(result)
+            yield "  " + pad(clip(escape(result.prompt_id), 16), 16) + " " + drift_summary(result)
         if statuses["logprobs_differ"] > len(drifted):
             yield f"  ... and {statuses['logprobs_differ'] - len(drifted)} more"
     if unmatched:
@@ -282,12 +282,15 @@ def _diff_lines(report: DiffReport, max_prompts: int) -> Iterator[str]:
                 yield from paragraph(f"Only in the {side} trace ({total}): " + ", ".join(ids) + more, "")
 
 
-def _drift_summary(result: PromptResult) -> str:
+def drift_summary(result: PromptResult, *, short: bool = False) -> str:
+    """One line on a prompt whose tokens agree and logprobs do not (``short``: fewer numbers)."""
     drift = result.drift
     if drift is None:
         return ""
     if drift.first_index is None:
         return f"top-k first differs at token {drift.top_first_index}"
+    if short:
+        return f"first at token {drift.first_index}, max |d| {num(drift.max_abs)}"
     return (
         f"first at token {drift.first_index}, max |d| {num(drift.max_abs)} (token {drift.max_index}), "
         f"RMS {num(drift.rms)}"

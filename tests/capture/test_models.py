@@ -24,6 +24,8 @@ def test_paths_and_errors(tmp_path):
         resolve_model(str(tmp_path / "weights.bin"))
     with pytest.raises(CaptureError, match="model directory 'a/b/c' does not exist"):
         resolve_model("a/b/c")
+    with pytest.raises(CaptureError, match=r"^a revision \('main'\) applies to hub ids, not to the directory "):
+        resolve_model(str(tmp_path), "main")
 
 
 def test_fingerprint_covers_content_not_library_versions(tmp_path):

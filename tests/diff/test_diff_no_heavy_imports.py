@@ -1,4 +1,4 @@
-"""diff, report and validate run without importing torch, transformers or vLLM."""
+"""diff, report, validate and pack run without importing torch, transformers or vLLM."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def run_commands(tmp_path: Path, prelude: str = "") -> dict[str, object]:
         ["report", str(tmp_path / "out"), "-q"],
         ["report", str(fixtures / "aggregate_batch_sweep" / "runs"), "-q"],
         ["validate", "-q", str(fixtures / "identical" / "left.jsonl")],
+        ["report", str(ROOT / "fixtures" / "recorded" / "check-flip"), "-q"],
+        ["pack", str(ROOT / "fixtures" / "recorded" / "check-flip"), "--out", str(tmp_path / "pack"), "-q"],
     ]
     script = prelude + SCRIPT.format(heavy=set(HEAVY))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -36,9 +38,9 @@ def run_commands(tmp_path: Path, prelude: str = "") -> dict[str, object]:
     return json.loads(done.stdout)
 
 
-def test_diff_report_validate_import_nothing_heavy(tmp_path: Path) -> None:
+def test_diff_report_validate_pack_import_nothing_heavy(tmp_path: Path) -> None:
     result = run_commands(tmp_path)
-    assert result["codes"] == [1, 1, 1, 0]
+    assert result["codes"] == [1, 1, 1, 0, 1, 0]
     assert result["detllm"] is True
     assert result["heavy"] == []
 

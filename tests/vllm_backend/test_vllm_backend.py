@@ -171,7 +171,7 @@ def test_batch_size_changes_what_the_scheduler_sees(engine) -> None:
 def test_settings_that_change_numerics_are_recorded(engine, model_dir: str) -> None:
     import vllm
 
-    from detllm.capture.vllm import _fingerprint, _model_files, _tokenizer_files
+    from detllm.capture.models import fingerprint, model_files, tokenizer_files
 
     description = engine.describe()
     settings = description.settings
@@ -179,8 +179,8 @@ def test_settings_that_change_numerics_are_recorded(engine, model_dir: str) -> N
     assert description.backend.version == vllm.__version__
     assert description.device == "cpu"
     assert description.dtype == "float32"
-    assert description.model.fingerprint == _fingerprint(_model_files(Path(model_dir)))
-    assert description.tokenizer.fingerprint == _fingerprint(_tokenizer_files(Path(model_dir)))
+    assert description.model.fingerprint == fingerprint(model_files(Path(model_dir)))
+    assert description.tokenizer.fingerprint == fingerprint(tokenizer_files(Path(model_dir)))
     assert description.model.fingerprint != description.tokenizer.fingerprint
     expected = {
         "logprobs_mode": "raw_logprobs",

@@ -1,0 +1,88 @@
+"""Run a model repeatedly and at several batch sizes, and say whether it repeats.
+
+Loads the model once, runs the prompts --runs times at the first --batch-size with
+prompts in order, then at every other batch size, and at every batch size above 1
+also in other compositions (--compositions), so that each prompt meets other
+neighbours. Every run is compared with run 0 by the diff engine, to answer: Tier 1
+repeatable (same tokens)? Tier 2 repeatable (same logprobs too)? Batch invariant?
+Writes a check directory: env.json, run_config.json, determinism_applied.json,
+traces/ (one trace per run), report.json, report.txt, report.md and
+diffs/first_divergence.json. Exit status: 0 when every question holds at --tier,
+1 when one does not, 2 when the check could not be done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..capture.check import check as run_check
+from ..capture.check import parse_batch_sizes
+from ..capture.runner import COMPOSITIONS
+from ..report import DEFAULT_MAX_PROMPTS
+from ._capture_options import (
+    add_model_arguments,
+    add_recording_arguments,
+    config_from,
+    default_out,
+    prompts_from,
+)
+from ._progress import Progress
+from ._report_options import print_report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    check = parser.add_argument_group("check")
+    check.add_argument("--runs", type=int, default=2, metavar="N", help="repeats at the first batch size (default: %(default)s)")
+    check.add_argument("--batch-size", default="1,8", metavar="B1,B2,...", help="batch sizes: the repeats run at the first, the others are swept (default: %(default)s)")
+    check.add_argument("--compositions", metavar="HOW,...", help=f"compositions run besides in-order at batch sizes above 1 ({', '.join(c for c in COMPOSITIONS if c != 'in-order')}, or none; default: reversed and a shuffle that changes most prompts' batch-mates)")
+    check.add_argument("--isolate", action="store_true", help="run each repeat in a fresh process (detllm run), which catches what one process hides")
+    add_recording_arguments(check)
+    check.add_argument("--out", metavar="DIR", help="check directory to create (default: checks/<UTC time>)")
+
+    comparison = parser.add_argument_group("comparison")
+    comparison.add_argument("--tier", type=int, choices=(1, 2), default=1, help="1: judge tokens (default); 2: also logprobs, for repeats and batch sizes alike")
+    comparison.add_argument("--atol", type=float, default=0.0, metavar="X", help="logprobs within X count as equal (default 0: bitwise)")
+
+    output = parser.add_argument_group("output")
+    formats = output.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="print the versioned JSON report")
+    formats.add_argument("--markdown", action="store_true", help="print Markdown, ready for a GitHub issue")
+    output.add_argument("--max-prompts", type=int, default=DEFAULT_MAX_PROMPTS, metavar="N", help="prompts printed in full (default %(default)s; the files have every prompt)")
+    output.add_argument("-q", "--quiet", action="store_true", help="print nothing, no progress either; the exit status tells")
+
+
+def run(args: argparse.Namespace) -> int:
+    sizes = parse_batch_sizes(args.batch_size)
+    config = config_from(args, batch_size=sizes[0], composition="in-order")
+    prompts = prompts_from(args)
+    compositions = None
+    if args.compositions is not None:
+        compositions = [c.strip() for c in args.compositions.split(",") if c.strip() not in ("", "none")]
+    out = Path(args.out) if args.out else default_out("checks")
+    progress = Progress("detllm check", enabled=not args.quiet)
+    try:
+        result = run_check(
+            config,
+            prompts,
+            runs=args.runs,
+            batch_sizes=sizes,
+            compositions=compositions,
+            isolate=args.isolate,
+            tier=args.tier,
+            atol=args.atol,
+            out=out,
+            argv=args.command_line,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    report = result.report
+    if not args.quiet:
+        for name, reason in report.determinism.missing.items():
+            print(f"detllm: warning: determinism control {name} not applied: {reason}", file=sys.stderr)
+        print_report(report, args)
+        print(f"detllm: check directory {result.directory}", file=sys.stderr)
+    return result.exit_code

@@ -1,0 +1,458 @@
+"""Building a check report from a check directory's traces, offline.
+
+The capture side records the traces; everything here reads files only, so a check
+directory can be re-judged (``detllm report``) or cut down (``detllm pack``) on a
+machine without torch. Every comparison is the diff engine's: each run against run
+0, and the aggregate over all runs for the distinct completions of each prompt.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import orjson
+
+from ..diff import CLASSIFICATIONS, DiffOptions, PositionCount, diff_traces
+from ..diff._model import TIER1_FAILURES
+from ..diff._numbers import count
+from ..errors import InputError, TraceFormatError, UsageError
+from ..reader import open_trace
+from ._aggregate import aggregate_traces
+from ._check_model import (
+    CheckComparison,
+    CheckDeterminism,
+    CheckDivergence,
+    CheckPrompt,
+    CheckReport,
+    CheckRun,
+    CheckSettings,
+    CheckSummary,
+    CheckVerdict,
+)
+
+RUN_CONFIG_FILE = "run_config.json"
+DETERMINISM_FILE = "determinism_applied.json"
+TRACES_DIR = "traces"
+ISOLATED_DIR = "isolated"
+"""Where each isolated repeat's own run directory goes (its trace moves to ``traces/``)."""
+
+
+class PlannedRun(msgspec.Struct, frozen=True, kw_only=True):
+    """One trace a check records, as ``run_config.json`` lists it."""
+
+    name: str
+    path: str
+    """Relative to the check directory."""
+    role: Literal["repeat", "sweep"]
+    batch_size: int
+    composition: str
+    repeat: int | None = None
+    isolated: bool = False
+
+
+class CheckPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """The ``check`` member of a check's ``run_config.json``."""
+
+    runs: int
+    batch_sizes: list[int]
+    compositions: list[str]
+    isolate: bool = False
+    tier: Literal[1, 2] = 1
+    atol: float = 0.0
+    traces: list[PlannedRun]
+
+
+def trace_name(batch_size: int, composition: str, repeat: int | None = None) -> str:
+    """``bs1-run0``, ``bs8-in-order``, ``bs8-reversed``, ``bs8-shuffled-3``."""
+    if repeat is not None:
+        return f"bs{batch_size}-run{repeat}"
+    return f"bs{batch_size}-{composition.replace(':', '-')}"
+
+
+def plan_runs(runs: int, batch_sizes: Sequence[int], compositions: Sequence[str], isolate: bool = False) -> list[PlannedRun]:
+    """The traces of a check, in the order they are recorded: the repeats at the first
+    batch size, then each batch size's in-order run and its other compositions."""
+    planned = []
+    first = batch_sizes[0]
+    for repeat in range(runs):
+        name = trace_name(first, "in-order", repeat)
+        planned.append(PlannedRun(name=name, path=f"{TRACES_DIR}/{name}.jsonl", role="repeat", batch_size=first,
+                                  composition="in-order", repeat=repeat, isolated=isolate))
+    for size in batch_sizes:
+        wanted = ([] if size == first else ["in-order"]) + (list(compositions) if size > 1 else [])
+        for composition in wanted:
+            name = trace_name(size, composition)
+            planned.append(PlannedRun(name=name, path=f"{TRACES_DIR}/{name}.jsonl", role="sweep", batch_size=size,
+                                      composition=composition))
+    return planned
+
+
+def read_plan(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], CheckPlan]:
+    """A check directory's ``run_config.json`` and its ``check`` member."""
+    path = Path(directory) / RUN_CONFIG_FILE
+    document = _read_json(path)
+    if not isinstance(document, dict) or document.get("format") != "detllm.run_config":
+        raise InputError(f"{path}: not a detLLM run_config.json")
+    if "check" not in document:
+        raise InputError(f"{Path(directory)}: a run directory, not a check directory (run_config.json has no check)")
+    try:
+        plan = msgspec.convert(document["check"], CheckPlan)
+    except msgspec.ValidationError as exc:
+        raise TraceFormatError(str(path), 1, "check", str(exc)) from None
+    return document, plan
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+    except orjson.JSONDecodeError as exc:
+        raise TraceFormatError(str(path), exc.lineno, "-", f"not valid JSON ({exc.msg})") from None
+
+
+def read_determinism(directory: str | os.PathLike[str]) -> CheckDeterminism:
+    """The check's determinism record: ``determinism_applied.json``, with the controls
+    missing in any isolated repeat's own process (``isolated/*/``) added."""
+    base = Path(directory)
+    files = [base / DETERMINISM_FILE, *sorted(base.glob(f"{ISOLATED_DIR}/*/{DETERMINISM_FILE}"))]
+    modes = set()
+    complete = True
+    missing: dict[str, str] = {}
+    for path in files:
+        data = _read_json(path)
+        try:
+            modes.add(str(data["mode"]))
+            complete = complete and bool(data["complete"])
+            unavailable = dict(data["unavailable"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{path}: not a detLLM determinism record") from None
+        for name, reason in unavailable.items():
+            if not str(reason).startswith("not needed: "):
+                missing.setdefault(name, str(reason))
+    mode = modes.pop() if len(modes) == 1 else "best-effort"
+    return CheckDeterminism(mode=mode, complete=complete and not missing, missing=missing)  # type: ignore[arg-type]
+
+
+def rebuild_check_report(directory: str | os.PathLike[str], options: DiffOptions | None = None) -> CheckReport:
+    """Judge a check directory again from its traces (``options`` default to the check's)."""
+    document, plan = read_plan(directory)
+    config = document.get("config") or {}
+    if options is None:
+        options = DiffOptions(tier=plan.tier, atol=plan.atol)
+    settings = CheckSettings(
+        model=str(config.get("model", "")),
+        backend=str(config.get("backend", "")),
+        runs=plan.runs,
+        batch_sizes=plan.batch_sizes,
+        compositions=plan.compositions,
+        isolate=plan.isolate,
+    )
+    return build_check_report(directory, settings, plan.traces, read_determinism(directory), options)
+
+
+class _Placed(msgspec.Struct):
+    prompt_id: str
+    batch: Any = None
+
+
+_placed = msgspec.json.Decoder(_Placed)
+
+
+def _batch_mates(path: Path) -> dict[str, frozenset[str]] | None:
+    """Each prompt's batch-mates, from the rows' placements; None when a row has none."""
+    batches: dict[int, list[str]] = {}
+    with open_trace(path, verify_digest=False, check_rows=False) as reader:
+        for _, raw in reader.raw_rows():
+            row = _placed.decode(raw)
+            if not isinstance(row.batch, dict) or "index" not in row.batch:
+                return None
+            batches.setdefault(row.batch["index"], []).append(row.prompt_id)
+    mates = {}
+    for members in batches.values():
+        group = frozenset(members)
+        for pid in members:
+            mates[pid] = group - {pid}
+    return mates
+
+
+def build_check_report(
+    directory: str | os.PathLike[str],
+    settings: CheckSettings,
+    planned: Sequence[PlannedRun],
+    determinism: CheckDeterminism,
+    options: DiffOptions,
+) -> CheckReport:
+    """Compare every run with run 0 and aggregate all of them."""
+    base = Path(directory)
+    if len(planned) < 2:
+        raise UsageError("a check needs at least two traces to compare")
+    paths = [base / run.path for run in planned]
+    engine_options = options.replace(tier=1)  # both tiers are read off every comparison
+    comparisons: list[CheckComparison] = []
+    per_prompt: dict[str, list[CheckDivergence]] = {}
+    infos = []
+    notes: list[str] = []
+    for index, (run, path) in enumerate(zip(planned, paths)):
+        if index == 0:
+            continue
+        report = diff_traces(paths[0], path, engine_options)
+        if index == 1:
+            infos.append(report.left)
+        infos.append(report.right)
+        comparisons.append(
+            CheckComparison(
+                question="repeat" if run.role == "repeat" else "batch",
+                left=0,
+                right=index,
+                classification=report.classification,
+                tier1=report.verdict.tier1,
+                tier2=report.verdict.tier2,
+                statuses=report.summary.statuses,
+                divergence_positions=report.summary.divergence_positions,
+                setup=report.setup,
+            )
+        )
+        for result in report.diverging():
+            per_prompt.setdefault(result.prompt_id, []).append(CheckDivergence(comparison=len(comparisons) - 1, result=result))
+        notes.extend(_relative(note, base) for note in report.notes if _relative(note, base) not in notes)
+    aggregate = aggregate_traces(paths, engine_options)
+
+    mates = [_batch_mates(path) for path in paths]
+    runs = []
+    for index, (run, info) in enumerate(zip(planned, infos)):
+        reference = _reference(planned, index)
+        changed = None
+        if reference is not None and mates[index] is not None and mates[reference] is not None:
+            changed = sum(mates[index].get(pid) != mates[reference].get(pid) for pid in mates[index])  # type: ignore[union-attr]
+        runs.append(
+            CheckRun(
+                name=run.name,
+                role=run.role,
+                batch_size=run.batch_size,
+                composition=run.composition,
+                repeat=run.repeat,
+                isolated=run.isolated,
+                neighbours_changed=changed,
+                trace=msgspec.structs.replace(info, path=run.path),
+            )
+        )
+
+    prompts = []
+    for item in aggregate.prompts:
+        divergences = per_prompt.get(item.prompt_id, [])
+        prompts.append(
+            CheckPrompt(
+                prompt_id=item.prompt_id,
+                completions=item.completions,
+                majority_runs=item.majority_runs,
+                logprob_groups=item.logprob_groups,
+                repeat=_worst(comparisons, divergences, "repeat"),
+                batch=_worst(comparisons, divergences, "batch"),
+                split=item.split,
+                divergences=divergences,
+            )
+        )
+    notes.extend(_setup_notes(comparisons, runs))
+    notes.extend(_neighbour_notes(runs, len(prompts)))
+    summary = _summary(comparisons, prompts, len(planned))
+    verdict = _verdict(settings, determinism, comparisons, summary, runs, options)
+    return CheckReport(
+        options=options,
+        check=settings,
+        determinism=determinism,
+        runs=runs,
+        verdict=verdict,
+        summary=summary,
+        comparisons=comparisons,
+        prompts=prompts,
+        notes=tuple(notes),
+    )
+
+
+def _relative(text: str, base: Path) -> str:
+    return text.replace(str(base) + os.sep, "")
+
+
+def _reference(planned: Sequence[PlannedRun], index: int) -> int | None:
+    """The run whose batch-mates ``index``'s are compared with: the in-order run at the
+    same batch size (run 0 for the repeats' batch size); None for in-order runs."""
+    run = planned[index]
+    if run.composition == "in-order":
+        return None
+    for i, other in enumerate(planned):
+        if other.batch_size == run.batch_size and other.composition == "in-order":
+            return i
+    return None
+
+
+def _worst(comparisons: list[CheckComparison], divergences: list[CheckDivergence], question: str) -> str | None:
+    asked = [i for i, c in enumerate(comparisons) if c.question == question]
+    if not asked:
+        return None
+    found = {d.result.classification for d in divergences if d.comparison in asked}
+    return next((c for c in CLASSIFICATIONS if c in found), "identical")
+
+
+def _stable(prompts: list[CheckPrompt], comparisons: list[CheckComparison], question: str, logprobs: bool) -> int | None:
+    asked = {i for i, c in enumerate(comparisons) if c.question == question}
+    if not asked:
+        return None
+    if logprobs and any(comparisons[i].tier2 is None and comparisons[i].tier1 for i in asked):
+        return None
+    stable = 0
+    for prompt in prompts:
+        statuses = [d.result.status for d in prompt.divergences if d.comparison in asked]
+        if logprobs:
+            stable += not statuses
+        else:
+            stable += not any(s in TIER1_FAILURES for s in statuses)
+    return stable
+
+
+def _summary(comparisons: list[CheckComparison], prompts: list[CheckPrompt], runs: int) -> CheckSummary:
+    classes: Counter[str] = Counter()
+    for prompt in prompts:
+        found = {d.result.classification for d in prompt.divergences}
+        classes[next((c for c in CLASSIFICATIONS if c in found), "identical")] += 1
+    positions: Counter[int] = Counter()
+    for comparison in comparisons:
+        for p in comparison.divergence_positions:
+            positions[p.index] += p.count
+    return CheckSummary(
+        runs=runs,
+        prompts=len(prompts),
+        repeat_tokens_stable=_stable(prompts, comparisons, "repeat", False),
+        repeat_logprobs_stable=_stable(prompts, comparisons, "repeat", True),
+        batch_tokens_stable=_stable(prompts, comparisons, "batch", False),
+        batch_logprobs_stable=_stable(prompts, comparisons, "batch", True),
+        classifications={c: classes[c] for c in CLASSIFICATIONS},
+        divergence_positions=[PositionCount(index=i, count=n) for i, n in sorted(positions.items())],
+    )
+
+
+def _holds(comparisons: list[CheckComparison], question: str) -> tuple[bool | None, bool | None]:
+    asked = [c for c in comparisons if c.question == question]
+    if not asked:
+        return None, None
+    tokens = all(c.tier1 for c in asked)
+    if not tokens:
+        return False, False
+    if any(c.tier2 is None for c in asked):
+        return True, None
+    return True, all(c.tier2 for c in asked)
+
+
+_LEVELS = ("none", "tier1", "tier2")
+
+
+def _verdict(
+    settings: CheckSettings,
+    determinism: CheckDeterminism,
+    comparisons: list[CheckComparison],
+    summary: CheckSummary,
+    runs: list[CheckRun],
+    options: DiffOptions,
+) -> CheckVerdict:
+    tier1, tier2 = _holds(comparisons, "repeat")
+    batch, batch_logprobs = _holds(comparisons, "batch")
+    overall = next((c for c in CLASSIFICATIONS if any(x.classification == c for x in comparisons)), "identical")
+    observed = "tier2" if tier2 else ("tier1" if tier1 else "none")
+    lowered = determinism.mode == "off" or bool(determinism.missing)
+    claim = _LEVELS[max(0, _LEVELS.index(observed) - 1)] if lowered else observed
+    downgraded = claim != observed
+    within = f" (within {options.atol:g})" if options.atol else " (bit for bit)"
+    n = summary.prompts
+    parts = []
+    repeats = [r for r in runs if r.role == "repeat"]
+    if tier1 is not None:
+        where = f"{count(len(repeats), 'run')} at batch size {repeats[0].batch_size}"
+        if settings.isolate:
+            where += ", each in a process of its own,"
+        parts.append(f"{where} gave the same tokens for {summary.repeat_tokens_stable} of {count(n, 'prompt')} (Tier 1 {'holds' if tier1 else 'fails'}).")
+        if tier2 is None and tier1:
+            parts.append("The traces record no logprobs, so Tier 2 cannot be judged.")
+        elif tier1:
+            parts.append(f"Their logprobs agree{within} for {summary.repeat_logprobs_stable} of {n} (Tier 2 {'holds' if tier2 else 'fails'}).")
+    else:
+        parts.append("One run at the first batch size: repeatability was not tested.")
+    sweep = [c for c in comparisons if c.question == "batch"]
+    if batch is not None:
+        settings_text = ", ".join(runs[c.right].name for c in sweep)
+        changed = n - (summary.batch_tokens_stable or 0)
+        if batch:
+            if batch_logprobs is None:
+                tail = ": batch invariant in tokens (no logprobs recorded)."
+            elif batch_logprobs:
+                tail = f" and its logprobs{within}: batch invariant in tokens and logprobs."
+            else:
+                changed_logprobs = n - (summary.batch_logprobs_stable or 0)
+                tail = f"; the logprobs of {changed_logprobs} of {n} differ: batch invariant in tokens."
+            parts.append(f"Against {settings_text}, every prompt kept its tokens{tail}")
+        else:
+            kinds = Counter(c.classification for c in sweep if not c.tier1)
+            listed = ", ".join(f"{k}" for k in CLASSIFICATIONS if kinds.get(k))
+            parts.append(
+                f"Against {settings_text}, {changed} of {count(n, 'prompt')} changed tokens ({listed}): not batch invariant."
+            )
+            if tier1 is False:
+                parts.append(
+                    "The repeats already differ, so differences across batch sizes may be run-to-run "
+                    "nondeterminism as much as batch dependence."
+                )
+    if determinism.mode == "off":
+        parts.append("No determinism controls were applied (--mode off).")
+    elif determinism.missing:
+        parts.append(f"Determinism controls missing: {', '.join(sorted(determinism.missing))}.")
+    if downgraded:
+        parts.append(
+            f"The claim is lowered from {_claim_words(observed)} to {_claim_words(claim)}: runs without every "
+            "control can agree here and differ where a missing control matters."
+        )
+    elif tier1 is not None:
+        parts.append(f"This supports {_claim_words(claim)} on this machine with these settings; it is evidence, not proof.")
+    return CheckVerdict(
+        classification=overall,
+        tier1=tier1,
+        tier2=tier2,
+        batch_invariant=batch,
+        batch_invariant_logprobs=batch_logprobs,
+        claim=claim,  # type: ignore[arg-type]
+        downgraded=downgraded,
+        text=" ".join(parts),
+    )
+
+
+def _claim_words(claim: str) -> str:
+    return {"tier2": "Tier 2 (repeatable tokens and logprobs)", "tier1": "Tier 1 (repeatable tokens)",
+            "none": "no repeatability claim"}[claim]
+
+
+def _setup_notes(comparisons: list[CheckComparison], runs: list[CheckRun]) -> list[str]:
+    """Comparisons whose headers point elsewhere than the question they answer."""
+    notes = []
+    expected = {"repeat": "run_to_run", "batch": "batch_dependence"}
+    for c in comparisons:
+        cause = c.setup.attribution.cause
+        if cause != expected[c.question]:
+            notes.append(f"{runs[c.right].name} against {runs[c.left].name}: {cause}. {c.setup.attribution.text}")
+    return notes
+
+
+def _neighbour_notes(runs: list[CheckRun], prompts: int) -> list[str]:
+    same = [r for r in runs if r.neighbours_changed == 0]
+    if not same:
+        return []
+    names = ", ".join(r.name for r in same)
+    return [
+        f"{names}: every prompt has the same batch-mates as in the in-order run at its batch size "
+        f"(with {count(prompts, 'prompt')}, composition changes positions in the batch, not neighbours)."
+    ]
+

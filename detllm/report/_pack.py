@@ -1,0 +1,260 @@
+"""``detllm pack``: cut a check directory down to the prompts that diverge.
+
+The pack is itself a check directory: every trace keeps only the chosen prompts'
+rows (re-written, so each footer counts and digests what is left), the report is
+computed again on those traces, and a README says how to run the check again on
+the same prompts and how to compare. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+
+from ..capture.backend import Prompt
+from ..capture.prompts import prompt_lines
+from ..capture.runner import ENV_FILE, RUN_CONFIG_FILE, TRACE_FILE, RunConfig, check_directory
+from ..diff._model import TIER1_FAILURES
+from ..errors import InputError, UsageError
+from ..reader import open_trace
+from ..writer import TraceWriter
+from ._check import DETERMINISM_FILE, ISOLATED_DIR, TRACES_DIR, read_plan, rebuild_check_report
+from ._check_model import CheckReport
+from ._load import load_report
+from ._render import write_report_dir
+
+PROMPT_FILE = "prompts.jsonl"
+README = "README.md"
+
+
+class NothingToPack(UsageError):
+    """Every run agrees: there is no diverging prompt to pack."""
+
+
+@dataclass(frozen=True)
+class PackResult:
+    directory: Path
+    prompts: list[str]
+    """The ids of the prompts kept, in run order."""
+    total: int
+    """Prompts in the source."""
+    report: CheckReport | None
+    """The report on the packed traces (None for a run directory, which has one trace)."""
+    command: list[str]
+    """The command that records the same kind of evidence again, on the packed prompts."""
+
+
+def diverging_prompts(report: CheckReport, tier: int) -> list[str]:
+    """Prompts that differ from run 0 in some run, at ``tier``."""
+    ids = []
+    for prompt in report.prompts:
+        statuses = {d.result.status for d in prompt.divergences}
+        if (tier == 1 and statuses & TIER1_FAILURES) or (tier == 2 and statuses - {"identical"}):
+            ids.append(prompt.prompt_id)
+    return ids
+
+
+def make_pack(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    all_prompts: bool = False,
+    tier: int | None = None,
+) -> PackResult:
+    """Write the minimal repro pack of a check directory (or of a run directory, with
+    ``all_prompts``) to ``out``, which must not exist or be empty."""
+    base = Path(source)
+    if not base.is_dir():
+        raise InputError(f"{base}: not a directory (give a check or run directory)")
+    config_path = base / RUN_CONFIG_FILE
+    if not config_path.is_file():
+        raise InputError(f"{base}: no {RUN_CONFIG_FILE}: not a detLLM check or run directory")
+    document = _read(config_path)
+    if "check" not in document:
+        return _pack_run(base, Path(out), document, all_prompts)
+    _, plan = read_plan(base)
+    saved = base / "report.json"
+    report = load_report(saved) if saved.is_file() else rebuild_check_report(base)
+    if not isinstance(report, CheckReport):
+        raise InputError(f"{saved}: not a check report (kind {report.kind!r})")
+    tier = report.options.tier if tier is None else tier
+    if tier not in (1, 2):
+        raise UsageError(f"tier must be 1 or 2, got {tier!r}")
+    all_ids = [p["id"] for p in document.get("prompts", [])]
+    keep = all_ids if all_prompts else diverging_prompts(report, tier)
+    if not keep:
+        what = "tokens" if tier == 1 else "tokens or logprobs"
+        raise NothingToPack(
+            f"{base}: no prompt diverges from run 0 in its {what} (Tier {tier}); nothing to pack "
+            "(--all packs every prompt)"
+        )
+    directory = check_directory(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / TRACES_DIR).mkdir()
+    wanted = set(keep)
+    for run in plan.traces:
+        _filter_trace(base / run.path, directory / run.path, wanted)
+    for name in (ENV_FILE, DETERMINISM_FILE):
+        shutil.copyfile(base / name, directory / name)
+    for isolated in sorted((base / ISOLATED_DIR).glob(f"*/{DETERMINISM_FILE}")):
+        target = directory / ISOLATED_DIR / isolated.parent.name
+        target.mkdir(parents=True, exist_ok=True)
+        for name in (DETERMINISM_FILE, ENV_FILE):
+            if (isolated.parent / name).is_file():
+                shutil.copyfile(isolated.parent / name, target / name)
+    prompts = [p for p in document.get("prompts", []) if p["id"] in wanted]
+    packed = dict(document)
+    packed["prompts"] = prompts
+    packed["pack"] = {"source": str(base), "prompts": len(all_ids), "kept": keep, "tier": tier}
+    _write(directory / RUN_CONFIG_FILE, orjson.dumps(packed, option=orjson.OPT_INDENT_2) + b"\n")
+    _write(directory / PROMPT_FILE, prompt_lines(_prompts(prompts)))
+    options = report.options.replace(tier=tier)
+    packed_report = rebuild_check_report(directory, options)
+    write_report_dir(packed_report, directory)
+    config = msgspec.convert(document["config"], RunConfig)
+    command = [
+        "detllm", "check", *config.arguments(),
+        "--runs", str(plan.runs), "--batch-size", ",".join(map(str, plan.batch_sizes)),
+        "--compositions", ",".join(plan.compositions) if plan.compositions else "",
+        *(["--isolate"] if plan.isolate else []),
+        "--tier", str(tier), *(["--atol", f"{plan.atol:g}"] if plan.atol else []),
+        "--prompt-file", PROMPT_FILE, "--out", "again",
+    ]  # fmt: skip
+    if not plan.compositions:
+        at = command.index("--compositions")
+        del command[at : at + 2]
+    _write(directory / README, _check_readme(base, packed_report, plan, keep, len(all_ids), tier, command).encode())
+    return PackResult(directory=directory, prompts=keep, total=len(all_ids), report=packed_report, command=command)
+
+
+def _pack_run(base: Path, out: Path, document: dict[str, Any], all_prompts: bool) -> PackResult:
+    if not all_prompts:
+        raise NothingToPack(
+            f"{base}: a run directory holds one trace, so nothing in it can diverge; pack a check "
+            "directory (detllm check), or pass --all to pack every prompt of this run"
+        )
+    trace = base / TRACE_FILE
+    if not trace.is_file():
+        raise InputError(f"{base}: no {TRACE_FILE}")
+    directory = check_directory(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    ids = [p["id"] for p in document.get("prompts", [])]
+    _filter_trace(trace, directory / TRACE_FILE, set(ids))
+    for name in (ENV_FILE, DETERMINISM_FILE, RUN_CONFIG_FILE):
+        shutil.copyfile(base / name, directory / name)
+    _write(directory / PROMPT_FILE, prompt_lines(_prompts(document.get("prompts", []))))
+    config = msgspec.convert(document["config"], RunConfig)
+    command = [
+        "detllm", "run", *config.arguments(), "--batch-size", str(config.batch_size),
+        *(["--composition", config.composition] if config.composition != "in-order" else []),
+        "--prompt-file", PROMPT_FILE, "--out", "again",
+    ]  # fmt: skip
+    text = (
+        f"# detLLM repro pack\n\n"
+        f"The run in `{base}`: {len(ids)} prompts (`{PROMPT_FILE}`), its settings (`{RUN_CONFIG_FILE}`), "
+        f"environment (`{ENV_FILE}`), determinism controls (`{DETERMINISM_FILE}`) and trace (`{TRACE_FILE}`).\n\n"
+        "## Run it again\n\n"
+        f"```sh\n{shlex.join(command)}\ndetllm diff {TRACE_FILE} again/{TRACE_FILE}\n```\n\n"
+        "`detllm diff` exits 0 when the two traces agree, 1 when they do not; its report shows the first "
+        "divergent token of each prompt and what it is consistent with.\n"
+    )
+    _write(directory / README, text.encode())
+    return PackResult(directory=directory, prompts=ids, total=len(ids), report=None, command=command)
+
+
+def _filter_trace(source: Path, target: Path, wanted: set[str]) -> None:
+    """Copy ``source`` to ``target`` with only the rows of ``wanted`` prompts."""
+    with open_trace(source) as reader:
+        header = reader.header
+        with TraceWriter(target, header) as writer:
+            for row in reader:
+                if row.prompt_id in wanted:
+                    writer.write(row)
+
+
+def _prompts(records: list[dict[str, Any]]) -> list[Prompt]:
+    return [
+        Prompt(id=r["id"], text=r.get("prompt"), token_ids=tuple(r["input_ids"]) if "input_ids" in r else None)
+        for r in records
+    ]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        value = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot be read as JSON ({exc})") from None
+    if not isinstance(value, dict) or value.get("format") != "detllm.run_config":
+        raise InputError(f"{path}: not a detLLM run_config.json")
+    return value
+
+
+def _write(path: Path, data: bytes) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def _check_readme(
+    base: Path, report: CheckReport, plan: Any, keep: list[str], total: int, tier: int, command: list[str]
+) -> str:
+    comparisons = []
+    for c in report.comparisons:
+        failed = not c.tier1 if tier == 1 else c.tier2 is not True
+        if failed:
+            left, right = report.runs[c.left], report.runs[c.right]
+            comparisons.append(f"detllm diff {left.trace.path} {right.trace.path}")
+    first = plan.traces[0].path
+    lines = [
+        "# detLLM repro pack",
+        "",
+        f"Cut from the check in `{base}`: the {len(keep)} of {total} prompts that diverge from run 0 "
+        f"at Tier {tier} ({', '.join(f'`{k}`' for k in keep[:20])}{' ...' if len(keep) > 20 else ''}).",
+        "",
+        f"- `{PROMPT_FILE}`: the prompts; `{RUN_CONFIG_FILE}`: the check's settings (its `command` is the "
+        "one that made the original check, on every prompt)",
+        f"- `{ENV_FILE}`, `{DETERMINISM_FILE}`: the machine and the determinism controls",
+        f"- `{TRACES_DIR}/`: each run's trace, with these prompts' rows only",
+        "- `report.txt`, `report.md`, `report.json`, `diffs/first_divergence.json`: the check's report on them",
+        "",
+        "## What was found",
+        "",
+        report.verdict.text,
+        "",
+        "## Reproduce",
+        "",
+        "Run the check again on these prompts with the same settings:",
+        "",
+        "```sh",
+        shlex.join(command),
+        "```",
+        "",
+        "Then compare the new runs with these (exit status 0: the same; 1: they differ):",
+        "",
+        "```sh",
+        f"detllm diff {first} again/{first}",
+        "detllm report again",
+        "```",
+        "",
+        "Batches are made of these prompts alone: at a batch size above 1 each prompt has other "
+        "batch-mates than in the original check, and a divergence that depends on its neighbours may "
+        f"not come back. The original check, on all {total} prompts, ran: "
+        f"`{shlex.join(_original_command(base))}`.",
+        "",
+    ]
+    if comparisons:
+        lines += ["The divergences in this pack:", "", "```sh", *comparisons, "```", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _original_command(base: Path) -> list[str]:
+    document = _read(base / RUN_CONFIG_FILE)
+    command = document.get("command")
+    return [str(c) for c in command] if command else ["(run from Python)"]
