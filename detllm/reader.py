@@ -8,9 +8,7 @@ same scan serves :func:`open_trace` (stops at the first problem) and
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -18,6 +16,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ._io import DEFAULT_MAX_LINE_BYTES, LineSource
+from ._json_errors import DECODE_ERRORS, explain
 from .errors import IncompleteTraceError, NewerMinorVersionWarning, TraceFormatError, UnsupportedVersionError
 from .trace import (
     FOOTER_PREFIX,
@@ -269,94 +268,9 @@ class TraceReader:
     def _decode(self, decoder: msgspec.json.Decoder[T], raw: bytes, line: int) -> T:
         try:
             return decoder.decode(raw)
-        except msgspec.ValidationError as exc:
-            field, problem = _explain_validation(str(exc))
-        except msgspec.DecodeError as exc:
-            field, problem = _explain_malformed(raw, str(exc))
-        except UnicodeDecodeError:
-            field, problem = "-", _explain_bad_utf8(raw)
-        except RecursionError:
-            field, problem = "-", "nesting is too deep"
+        except DECODE_ERRORS as exc:
+            field, problem = explain(exc, raw)
         raise TraceFormatError(self.path, line, field, problem)
-
-
-_AT = re.compile(r"^(.*) - at `\$(.*)`$", re.DOTALL)
-_MISSING = re.compile(r"^Object missing required field `(.*)`$")
-_KEY_AT = re.compile(r"^(.*) - at `key` in `\$(.*)`$", re.DOTALL)
-
-
-def _field_path(suffix: str) -> str:
-    return suffix[1:] if suffix.startswith(".") else suffix
-
-
-def _explain_validation(message: str) -> tuple[str, str]:
-    """Turn msgspec's message into ``(field, problem)``."""
-    path = ""
-    key_match = _KEY_AT.match(message)
-    if key_match:
-        problem, path = key_match.group(1), _field_path(key_match.group(2))
-        return path or "-", f"invalid key: {_lower(problem)}"
-    at_match = _AT.match(message)
-    if at_match:
-        message, path = at_match.group(1), _field_path(at_match.group(2))
-    missing = _MISSING.match(message)
-    if missing:
-        name = missing.group(1)
-        return (f"{path}.{name}" if path else name), "missing required field"
-    if message == "Number out of range":
-        return path or "-", "number out of range (a finite number is required)"
-    return path or "-", _lower(message).replace("`", "")
-
-
-def _lower(text: str) -> str:
-    return text[:1].lower() + text[1:]
-
-
-class _NonFinite:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-def _explain_malformed(raw: bytes, message: str) -> tuple[str, str]:
-    """Say why a line is not JSON; point at a NaN or Infinity when that is why."""
-    if b"NaN" in raw or b"Infinity" in raw:
-        try:
-            value = json.loads(raw, parse_constant=_NonFinite)
-        except (ValueError, RecursionError):
-            pass
-        else:
-            found = _find_non_finite(value, "")
-            if found is not None:
-                path, name = found
-                return path or "-", f"{name} is not allowed: a finite number is required"
-    if "truncated" in message:
-        return "-", "not valid JSON: the line ends in the middle of a value"
-    detail = _BYTE.sub(lambda m: f"at column {int(m.group(1)) + 1}", message.split(": ", 1)[-1])
-    return "-", f"not valid JSON ({detail})"
-
-
-_BYTE = re.compile(r"\(byte (\d+)\)")
-
-
-def _explain_bad_utf8(raw: bytes) -> str:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
-    return "not valid UTF-8"
-
-
-def _find_non_finite(value: object, path: str) -> tuple[str, str] | None:
-    stack: list[tuple[object, str]] = [(value, path)]
-    while stack:
-        item, where = stack.pop()
-        if isinstance(item, _NonFinite):
-            return where, item.name
-        if isinstance(item, dict):
-            stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in reversed(item.items()))
-        elif isinstance(item, list):
-            stack.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(item))))
-    return None
 
 
 def open_trace(path: str | os.PathLike[str], **options: Any) -> TraceReader:

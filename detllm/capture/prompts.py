@@ -18,6 +18,7 @@ from pathlib import Path
 
 import msgspec
 
+from .._json_errors import DECODE_ERRORS, explain
 from ..errors import InputError, PromptFileError
 from .backend import Prompt
 
@@ -81,7 +82,7 @@ def _text(name: str, lines: list[bytes]) -> list[Prompt]:
         try:
             text = raw.decode("utf-8").removesuffix("\r")
         except UnicodeDecodeError as exc:
-            raise PromptFileError(name, number, "-", f"not valid UTF-8 (byte {exc.start})") from None
+            raise PromptFileError(name, number, *explain(exc, raw)) from None
         if text.strip():
             texts.append(text)
     return prompts_from_texts(texts)
@@ -95,9 +96,8 @@ def _jsonl(name: str, lines: list[bytes]) -> list[Prompt]:
             continue
         try:
             value = msgspec.json.decode(raw)
-        except msgspec.DecodeError as exc:
-            detail = str(exc).split(": ", 1)[-1]
-            raise PromptFileError(name, number, "-", f"not valid JSON ({detail[:1].lower()}{detail[1:]})") from None
+        except DECODE_ERRORS as exc:
+            raise PromptFileError(name, number, *explain(exc, raw)) from None
         prompt = _prompt(name, number, value, len(prompts) + 1)
         if prompt.id in seen:
             raise PromptFileError(name, number, "id", f"duplicate prompt id {prompt.id!r}")
@@ -116,8 +116,10 @@ def _prompt(name: str, number: int, value: object, index: int) -> Prompt:
     if unknown:
         raise fail(unknown[0], f"unknown field (fields: {', '.join(FIELDS)})")
     prompt_id = value.get("id", f"p{index}")
+    if isinstance(prompt_id, int) and not isinstance(prompt_id, bool):
+        prompt_id = str(prompt_id)  # ids in a trace are strings
     if not isinstance(prompt_id, str) or not prompt_id:
-        raise fail("id", "must be a non-empty string")
+        raise fail("id", "must be a non-empty string or an integer")
     if ("prompt" in value) == ("input_ids" in value):
         raise fail("-", 'needs exactly one of "prompt" and "input_ids"')
     if "prompt" in value:

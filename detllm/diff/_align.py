@@ -22,7 +22,8 @@ from .._io import GZIP_MAGIC
 from ..errors import TraceFormatError
 from ..reader import TraceReader
 from ._parallel import rows_prefix_digest
-from ._rows import DECODE_ERRORS, prompt_id_decoder, prompt_id_of
+from .._json_errors import DECODE_ERRORS
+from ._rows import prompt_id_decoder, prompt_id_of
 
 if TYPE_CHECKING:
     from concurrent.futures import Future

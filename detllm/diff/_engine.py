@@ -20,7 +20,8 @@ from ._options import DiffOptions
 from ._parallel import Item, Outcome, PairPool, can_fork
 from ._report import DiffReport
 from ._results import PromptResults
-from ._rows import DECODE_ERRORS, FastRow, RowProblem, decode_row, from_row
+from .._json_errors import DECODE_ERRORS
+from ._rows import FastRow, RowProblem, decode_row, from_row
 from ._locate import locate_trace
 
 _RIGHT_ONLY_KEY = 1 << 48

@@ -23,7 +23,8 @@ import msgspec
 
 from .._io import open_binary
 from ._analysis import Context, compare
-from ._rows import DECODE_ERRORS, RowProblem, decode_row
+from .._json_errors import DECODE_ERRORS
+from ._rows import RowProblem, decode_row
 
 if TYPE_CHECKING:
     from concurrent.futures import Future

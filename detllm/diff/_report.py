@@ -11,7 +11,7 @@ import msgspec
 
 from .._version import __version__
 from ..errors import ExitCode, TraceFormatError, UsageError
-from ..reader import _explain_validation as explain_validation
+from .._json_errors import explain_validation
 from ._model import (
     PromptResult,
     Producer,

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 import msgspec
 
+from .._json_errors import DECODE_ERRORS
 from ..trace import LOGPROB_TOLERANCE, Header, Row, TokenId, encode
 
 Step = list[tuple[int, float]]
@@ -44,8 +45,6 @@ _str_decoder = msgspec.json.Decoder(str)
 
 decode_row = _row_decoder.decode
 
-DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
-"""What decoding an untrusted line can raise; the reader turns each into a format error."""
 """Decode a row line for the comparison; raises msgspec errors for a bad line."""
 
 ID_PREFIX = b'{"record":"row","prompt_id":"'

@@ -27,7 +27,8 @@ from ..diff._header import attribute, category_of, flatten_header
 from ..diff._locate import locate_trace, traces_in
 from ..diff._model import CLASSIFICATIONS, HeaderDifference
 from ..diff._numbers import count
-from ..diff._rows import DECODE_ERRORS, RowProblem, SideRow, decode_row, prompt_id_decoder, prompt_id_of
+from .._json_errors import DECODE_ERRORS
+from ..diff._rows import RowProblem, SideRow, decode_row, prompt_id_decoder, prompt_id_of
 from ..errors import NewerMinorVersionWarning, TraceFormatError, UsageError
 from ..reader import TraceReader, open_trace
 from ..trace import Header

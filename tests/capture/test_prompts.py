@@ -41,13 +41,15 @@ def test_jsonl_file(tmp_path):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('{"prompt": "ok"}\n{"prompt": "broken"\n', "prompts.jsonl:2: -: not valid JSON (input data was truncated)"),
+        ('{"prompt": "ok"}\n{"prompt": "broken"\n', "prompts.jsonl:2: -: not valid JSON: the line ends in the middle of a value"),
         ('["a list"]\n', "prompts.jsonl:1: -: expected a JSON object, got list"),
         ('{"promt": "typo"}\n', "prompts.jsonl:1: promt: unknown field (fields: id, prompt, input_ids)"),
         ('{"id": "x"}\n', 'prompts.jsonl:1: -: needs exactly one of "prompt" and "input_ids"'),
         ('{"prompt": "a", "input_ids": [1]}\n', 'prompts.jsonl:1: -: needs exactly one of "prompt" and "input_ids"'),
         ('{"prompt": ""}\n', "prompts.jsonl:1: prompt: must be a non-empty string"),
-        ('{"id": 3, "prompt": "a"}\n', "prompts.jsonl:1: id: must be a non-empty string"),
+        ('{"id": 3.5, "prompt": "a"}\n', "prompts.jsonl:1: id: must be a non-empty string or an integer"),
+        ('{"prompt": "a"}\n' + "[" * 100_000 + "]" * 100_000 + "\n", "prompts.jsonl:2: -: nesting is too deep"),
+        (b'{"prompt": "caf\xc3"}\n', "prompts.jsonl:1: -: not valid UTF-8 (byte 0xc3 at column 16)"),
         ('{"input_ids": []}\n', "prompts.jsonl:1: input_ids: must be a non-empty list of token ids"),
         ('{"input_ids": [1, -2]}\n', "prompts.jsonl:1: input_ids[1]: must be a token id (an integer >= 0), got -2"),
         ('{"input_ids": [1, true]}\n', "prompts.jsonl:1: input_ids[1]: must be a token id (an integer >= 0), got True"),
@@ -62,9 +64,14 @@ def test_jsonl_errors_name_file_line_and_field(tmp_path, content, message):
     assert str(info.value) == str(tmp_path / message)
 
 
+def test_integer_ids_become_strings(tmp_path):
+    path = write(tmp_path, "prompts.jsonl", '{"id": 3, "prompt": "a"}\n')
+    assert load_prompt_file(path) == [Prompt("3", "a")]
+
+
 def test_text_errors(tmp_path):
     path = write(tmp_path, "prompts.txt", b"fine\n\xff\xfe bad bytes\n")
-    with pytest.raises(PromptFileError, match=r"prompts.txt:2: -: not valid UTF-8 \(byte 0\)$"):
+    with pytest.raises(PromptFileError, match=r"prompts.txt:2: -: not valid UTF-8 \(byte 0xff at column 1\)$"):
         load_prompt_file(path)
     with pytest.raises(InputError, match="missing.txt: No such file or directory"):
         load_prompt_file(tmp_path / "missing.txt")
