@@ -6,11 +6,11 @@ without loss. ``formats/report-v1.md`` describes each field.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
-STATUSES = (
+Status = Literal[
     "identical",
     "logprobs_differ",
     "tokens_diverge",
@@ -18,10 +18,11 @@ STATUSES = (
     "inputs_differ",
     "left_only",
     "right_only",
-)
+]
+STATUSES: tuple[str, ...] = get_args(Status)
 """What happened to a prompt, as seen in the two traces."""
 
-CLASSIFICATIONS = (
+Classification = Literal[
     "input_mismatch",
     "unmatched",
     "decisive_flip",
@@ -31,17 +32,20 @@ CLASSIFICATIONS = (
     "inconclusive",
     "logprob_drift",
     "identical",
-)
+]
+CLASSIFICATIONS: tuple[str, ...] = get_args(Classification)
 """What a prompt's difference is consistent with, most serious first: the overall
 classification of a report is the first of these that any prompt has."""
 
 TIER1_FAILURES = frozenset({"tokens_diverge", "stopped_early", "inputs_differ", "left_only", "right_only"})
 """Statuses that fail Tier 1 (and so Tier 2): the generated tokens differ or are missing."""
 
-CAUSES = ("run_to_run", "batch_dependence", "environment", "different_setup")
+Cause = Literal["run_to_run", "batch_dependence", "environment", "different_setup"]
+CAUSES: tuple[str, ...] = get_args(Cause)
 """What the header comparison attributes a difference to."""
 
-CATEGORIES = ("setup", "batch", "backend", "determinism", "environment", "recording", "ignored")
+Category = Literal["setup", "batch", "backend", "determinism", "environment", "recording", "ignored"]
+CATEGORIES: tuple[str, ...] = get_args(Category)
 """The kinds of header field: which cause a difference in each points to."""
 
 
@@ -154,20 +158,8 @@ class PromptResult(_Struct):
     """
 
     prompt_id: str
-    status: Literal[
-        "identical", "logprobs_differ", "tokens_diverge", "stopped_early", "inputs_differ", "left_only", "right_only"
-    ]
-    classification: Literal[
-        "input_mismatch",
-        "unmatched",
-        "decisive_flip",
-        "near_tie_flip",
-        "sampling_divergence",
-        "stop_divergence",
-        "inconclusive",
-        "logprob_drift",
-        "identical",
-    ]
+    status: Status
+    classification: Classification
     left_index: int | None
     right_index: int | None
     divergence: Divergence | None = None
@@ -184,14 +176,14 @@ class HeaderDifference(_Struct):
     left: Any
     right: Any
     absent: Literal["left", "right"] | None
-    category: Literal["setup", "batch", "backend", "determinism", "environment", "recording", "ignored"]
+    category: Category
     note: str | None = None
 
 
 class Attribution(_Struct):
     """What the header comparison says a difference would be consistent with."""
 
-    cause: Literal["run_to_run", "batch_dependence", "environment", "different_setup"]
+    cause: Cause
     factors: list[str]
     """The categories of the differing fields that count (``ignored`` never does)."""
     text: str

@@ -10,7 +10,7 @@ import msgspec
 
 from .._version import __version__
 from ..diff import Attribution, DiffOptions, PositionCount, PromptResult, Token, TraceInfo
-from ..diff._model import Producer
+from ..diff._model import Category, Producer
 from ..diff._report import REPORT_FORMAT, REPORT_VERSION, ReportOptions, TieredVerdict, Version, convert_document
 
 
@@ -29,7 +29,7 @@ class FieldVariation(_Struct):
     """A header field whose value is not the same in every run."""
 
     field: str
-    category: Literal["setup", "batch", "backend", "determinism", "environment", "recording", "ignored"]
+    category: Category
     values: list[ValueRuns]
 
 
