@@ -133,3 +133,36 @@ def resolve_decoding(
         max_new_tokens=decoding.max_new_tokens,
         seed=decoding.seed,
     )
+
+
+@dataclass(frozen=True)
+class ForcedSequence:
+    """One row to replay: its input ids, then the tokens a run generated, fed as given."""
+
+    prompt_id: str
+    input_ids: tuple[int, ...]
+    forced_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ForcedStep:
+    """What a setup computes at one forced position, for the token that stands there."""
+
+    logprob: float
+    """The forced token's logprob under this setup."""
+    rank: int
+    """Its rank under this setup: 1 is the token greedy decoding would choose."""
+    top_ids: tuple[int, ...]
+    top_logprobs: tuple[float, ...]
+    """The setup's own top-k at this position, best first."""
+
+
+class Scorer(Protocol):
+    """A backend that can replay recorded tokens (teacher forcing) instead of generating."""
+
+    def score(self, batch: Sequence[ForcedSequence], *, top_k: int) -> list[list[ForcedStep]]:
+        """For each sequence, one :class:`ForcedStep` per forced token, in order.
+
+        Raises :class:`~detllm.errors.CaptureError` where the backend cannot replay.
+        """
+        ...
