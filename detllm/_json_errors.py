@@ -74,6 +74,8 @@ def _explain_malformed(raw: bytes, message: str) -> tuple[str, str]:
             if found is not None:
                 path, name = found
                 return path or "-", f"{name} is not allowed: a finite number is required"
+    if "Invalid UTF-8" in message:  # newer msgspec reports bad UTF-8 as malformed JSON
+        return "-", _explain_bad_utf8(raw)
     if "truncated" in message:
         return "-", "not valid JSON: the line ends in the middle of a value"
     detail = _BYTE.sub(lambda m: f"at column {int(m.group(1)) + 1}", message.split(": ", 1)[-1])

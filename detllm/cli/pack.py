@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 
+from .._escape import text as escape
 from ..report._pack import make_pack
 
 
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     result = make_pack(args.source, args.out, all_prompts=args.all_prompts, tier=args.tier)
     if not args.quiet:
-        print(f"{result.directory}: {len(result.prompts)} of {result.total} prompts; reproduce with (in {result.directory}):")
-        print("  " + " ".join(result.command))
+        where = escape(str(result.directory))
+        print(f"{where}: {len(result.prompts)} of {result.total} prompts; reproduce with (in {where}):")
+        print("  " + escape(" ".join(result.command)))
     return 0

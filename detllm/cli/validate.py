@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 
+from .._escape import text as escape
 from ..errors import ExitCode, InputError
 from ..validate import ValidationResult, validate_trace
 
@@ -64,11 +65,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         for result in results:
             for finding in result.findings:
-                print(finding)
+                print(escape(str(finding)))
             for warning in result.warnings:
-                print(f"warning: {warning}", file=sys.stderr)
+                print(f"warning: {escape(warning)}", file=sys.stderr)
         for trouble in troubles:
-            print(f"detllm: {trouble}", file=sys.stderr)
+            print(f"detllm: {escape(trouble)}", file=sys.stderr)
         if not args.quiet:
             invalid = sum(not r.valid for r in results)
             print(

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from .._escape import code, code_block, markdown
 from ..capture.backend import Prompt
 from ..capture.prompts import prompt_lines
 from ..capture.runner import ENV_FILE, RUN_CONFIG_FILE, TRACE_FILE, RunConfig, check_directory
@@ -158,10 +159,11 @@ def _pack_run(base: Path, out: Path, document: dict[str, Any], all_prompts: bool
     ]  # fmt: skip
     text = (
         f"# detLLM repro pack\n\n"
-        f"The run in `{base}`: {len(ids)} prompts (`{PROMPT_FILE}`), its settings (`{RUN_CONFIG_FILE}`), "
+        f"The run in {code(str(base))}: {len(ids)} prompts (`{PROMPT_FILE}`), its settings (`{RUN_CONFIG_FILE}`), "
         f"environment (`{ENV_FILE}`), determinism controls (`{DETERMINISM_FILE}`) and trace (`{TRACE_FILE}`).\n\n"
         "## Run it again\n\n"
-        f"```sh\n{shlex.join(command)}\ndetllm diff {TRACE_FILE} again/{TRACE_FILE}\n```\n\n"
+        + code_block([shlex.join(command), f"detllm diff {TRACE_FILE} again/{TRACE_FILE}"], "sh")
+        + "\n\n"
         "`detllm diff` exits 0 when the two traces agree, 1 when they do not; its report shows the first "
         "divergent token of each prompt and what it is consistent with.\n"
     )
@@ -215,8 +217,8 @@ def _check_readme(
     lines = [
         "# detLLM repro pack",
         "",
-        f"Cut from the check in `{base}`: the {len(keep)} of {total} prompts that diverge from run 0 "
-        f"at Tier {tier} ({', '.join(f'`{k}`' for k in keep[:20])}{' ...' if len(keep) > 20 else ''}).",
+        f"Cut from the check in {code(str(base))}: the {len(keep)} of {total} prompts that diverge from run 0 "
+        f"at Tier {tier} ({', '.join(code(k) for k in keep[:20])}{' ...' if len(keep) > 20 else ''}).",
         "",
         f"- `{PROMPT_FILE}`: the prompts; `{RUN_CONFIG_FILE}`: the check's settings (its `command` is the "
         "one that made the original check, on every prompt)",
@@ -226,31 +228,26 @@ def _check_readme(
         "",
         "## What was found",
         "",
-        report.verdict.text,
+        markdown(report.verdict.text),
         "",
         "## Reproduce",
         "",
         "Run the check again on these prompts with the same settings:",
         "",
-        "```sh",
-        shlex.join(command),
-        "```",
+        code_block([shlex.join(command)], "sh"),
         "",
         "Then compare the new runs with these (exit status 0: the same; 1: they differ):",
         "",
-        "```sh",
-        f"detllm diff {first} again/{first}",
-        "detllm report again",
-        "```",
+        code_block([f"detllm diff {first} again/{first}", "detllm report again"], "sh"),
         "",
         "Batches are made of these prompts alone: at a batch size above 1 each prompt has other "
         "batch-mates than in the original check, and a divergence that depends on its neighbours may "
         f"not come back. The original check, on all {total} prompts, ran: "
-        f"`{shlex.join(_original_command(base))}`.",
+        f"{code(shlex.join(_original_command(base)))}.",
         "",
     ]
     if comparisons:
-        lines += ["The divergences in this pack:", "", "```sh", *comparisons, "```", ""]
+        lines += ["The divergences in this pack:", "", code_block(comparisons, "sh"), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
