@@ -48,6 +48,8 @@ def explain_validation(message: str) -> tuple[str, str]:
     if missing:
         name = missing.group(1)
         return (f"{path}.{name}" if path else name), "missing required field"
+    if message in (f"Expected `int` <= {2**63 - 1}", f"Expected `int` >= {-(2**63)}"):
+        return path or "-", "integer outside the signed 64-bit range"
     if message == "Number out of range":
         return path or "-", "number out of range (a finite number is required)"
     return path or "-", _lower(message).replace("`", "")
@@ -104,3 +106,38 @@ def _find_non_finite(value: object, path: str) -> tuple[str, str] | None:
         elif isinstance(item, list):
             stack.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(item))))
     return None
+
+
+class _Duplicate(Exception):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _unique_pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _Duplicate(name)
+            seen.add(name)
+    return result
+
+
+def duplicate_member(raw: bytes) -> str | None:
+    """The first name an object of the JSON text ``raw`` repeats, or None.
+
+    JSON readers disagree on a repeated name (msgspec and orjson keep the last value,
+    others the first, some refuse), so detLLM refuses it. This reads the line again
+    with the standard library, which can see every member: slow, so readers call it
+    only on lines they cannot otherwise prove free of repeats (see
+    :func:`detllm.trace.row_members_unique`). ``raw`` is valid JSON: a decoder accepted it.
+    """
+    try:
+        json.loads(raw, object_pairs_hook=_unique_pairs)
+    except _Duplicate as duplicate:
+        return duplicate.name
+    except (ValueError, RecursionError):  # the line's own decoder has the last word on these
+        return None
+    return None
+

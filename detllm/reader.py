@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ._io import DEFAULT_MAX_LINE_BYTES, LineSource
-from ._json_errors import DECODE_ERRORS, explain
+from ._json_errors import DECODE_ERRORS, duplicate_member, explain
 from .errors import IncompleteTraceError, NewerMinorVersionWarning, TraceFormatError, UnsupportedVersionError
 from .trace import (
     FOOTER_PREFIX,
@@ -33,6 +33,7 @@ from .trace import (
     parse_version,
     preamble_decoder,
     row_decoder,
+    row_members_unique,
     row_problems,
     tag_decoder,
 )
@@ -114,6 +115,8 @@ class TraceReader:
     def decode_row(self, line: int, raw: bytes) -> Row:
         """Decode and check one line obtained from :meth:`raw_rows`."""
         row = self._decode(row_decoder, raw, line)
+        if not row_members_unique(raw, row):
+            self._refuse_duplicate(raw, line)
         if self.check_rows:
             for field, problem in row_problems(row, self.header):
                 raise TraceFormatError(self.path, line, field, problem)
@@ -159,6 +162,7 @@ class TraceReader:
             self.warnings.append(message)
             warnings.warn(message, NewerMinorVersionWarning, stacklevel=3)
         header = self._decode(header_decoder, raw, line)
+        self._refuse_duplicate(raw, line)
         for field, problem in header_problems(header):
             self._fail(TraceFormatError(self.path, line, field, problem))
         return header
@@ -209,6 +213,7 @@ class TraceReader:
             elif kind == "footer":
                 try:
                     footer = self._decode(footer_decoder, raw, line)
+                    self._refuse_duplicate(raw, line)
                 except TraceFormatError as error:
                     if not (cut and self.allow_incomplete):
                         self._fail(error)
@@ -264,6 +269,11 @@ class TraceReader:
                         self.path, line, "digest", "does not match the rows: the trace was modified or corrupted"
                     )
                 )
+
+    def _refuse_duplicate(self, raw: bytes, line: int) -> None:
+        name = duplicate_member(raw)
+        if name is not None:
+            raise TraceFormatError(self.path, line, name, "member repeated: an object must not have two members of one name")
 
     def _decode(self, decoder: msgspec.json.Decoder[T], raw: bytes, line: int) -> T:
         try:

@@ -75,6 +75,17 @@ def prompt_id_of(raw: bytes) -> str | None:
     return None
 
 
+REPEATED_MEMBER = "member repeated: an object must not have two members of one name"
+
+
+def check_prompt_id(raw: bytes, row: FastRow, side: str) -> None:
+    """Refuse a row whose first bytes name another prompt than its decoded ``prompt_id``:
+    the line repeats the member, and rows are paired by the first."""
+    first = prompt_id_of(raw)
+    if first is not None and first != row.prompt_id:
+        raise RowProblem(side, "prompt_id", REPEATED_MEMBER)
+
+
 def from_row(row: Row) -> FastRow:
     """A :class:`~detllm.trace.Row` in the comparison's form."""
     return decode_row(encode(row))

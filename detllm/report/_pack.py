@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +98,19 @@ def make_pack(
             f"{base}: no prompt diverges from run 0 in its {what} (Tier {tier}); nothing to pack "
             "(--all packs every prompt)"
         )
+    listed = set(all_ids)
+    unlisted = [k for k in keep if k not in listed]
+    if unlisted:
+        raise InputError(f"{config_path}: prompt {unlisted[0]!r} of the check's traces is not in its prompts")
     directory = check_directory(out)
+    with _removed_on_failure(directory):
+        return _write_check_pack(base, directory, document, plan, report, keep, all_ids, tier)
+
+
+def _write_check_pack(
+    base: Path, directory: Path, document: dict[str, Any], plan: Any, report: CheckReport,
+    keep: list[str], all_ids: list[str], tier: int,
+) -> PackResult:  # fmt: skip
     directory.mkdir(parents=True, exist_ok=True)
     (directory / TRACES_DIR).mkdir()
     wanted = set(keep)
@@ -145,6 +159,11 @@ def _pack_run(base: Path, out: Path, document: dict[str, Any], all_prompts: bool
     if not trace.is_file():
         raise InputError(f"{base}: no {TRACE_FILE}")
     directory = check_directory(out)
+    with _removed_on_failure(directory):
+        return _write_run_pack(base, directory, document, trace)
+
+
+def _write_run_pack(base: Path, directory: Path, document: dict[str, Any], trace: Path) -> PackResult:
     directory.mkdir(parents=True, exist_ok=True)
     ids = [p["id"] for p in document.get("prompts", [])]
     _filter_trace(trace, directory / TRACE_FILE, set(ids))
@@ -171,14 +190,38 @@ def _pack_run(base: Path, out: Path, document: dict[str, Any], all_prompts: bool
     return PackResult(directory=directory, prompts=ids, total=len(ids), report=None, command=command)
 
 
+@contextmanager
+def _removed_on_failure(directory: Path) -> Iterator[None]:
+    """Remove what was written in ``directory`` (absent or empty before) when the block fails."""
+    existed = directory.exists()
+    try:
+        yield
+    except BaseException:
+        if existed:
+            for child in directory.iterdir():
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
 def _filter_trace(source: Path, target: Path, wanted: set[str]) -> None:
-    """Copy ``source`` to ``target`` with only the rows of ``wanted`` prompts."""
+    """Copy ``source`` to ``target`` with only the rows of ``wanted`` prompts, every one of them."""
+    written: set[str] = set()
     with open_trace(source) as reader:
         header = reader.header
         with TraceWriter(target, header) as writer:
             for row in reader:
                 if row.prompt_id in wanted:
                     writer.write(row)
+                    written.add(row.prompt_id)
+            missing = sorted(wanted - written)
+            if missing:
+                raise InputError(
+                    f"{source}: has no row for prompt {missing[0]!r}"
+                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                    + f", which {RUN_CONFIG_FILE} lists"
+                )
 
 
 def _prompts(records: list[dict[str, Any]]) -> list[Prompt]:
