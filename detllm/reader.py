@@ -42,6 +42,9 @@ __all__ = ["TraceReader", "open_trace", "read_header"]
 
 T = TypeVar("T")
 
+_CUT = "\0cut"
+"""What :meth:`TraceReader._kind` says of a last line cut too short to name its record."""
+
 
 class TraceReader:
     """A trace opened for reading: ``header`` at once, rows by iteration.
@@ -186,6 +189,8 @@ class TraceReader:
             # Only the file's last line can lack its newline: a writer cut off mid-line.
             cut = not self._source.ended_with_newline
             kind = self._kind(raw, line, cut)
+            if kind == _CUT:  # the last line, cut before it says what it is: not a row
+                break
             if digest is not None and kind != "footer":
                 digest.update(raw)
                 digest.update(b"\n")
@@ -248,8 +253,9 @@ class TraceReader:
         try:
             tag = self._decode(tag_decoder, raw, line)
         except TraceFormatError as error:
-            if not (cut and self.allow_incomplete):
-                self._fail(error)
+            if cut and self.allow_incomplete:
+                return _CUT
+            self._fail(error)
             return None
         if not isinstance(tag.record, str):
             self._fail(TraceFormatError(self.path, line, "record", "missing: every line must have a record field"))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import msgspec
 
+from .._io import open_regular
 from .._json_errors import DECODE_ERRORS, explain
 from ..errors import InputError, PromptFileError
 from .backend import Prompt
@@ -61,9 +62,8 @@ def load_prompt_file(path: str | os.PathLike[str]) -> list[Prompt]:
     """Read a prompt file; a bad line raises :class:`~detllm.errors.PromptFileError`."""
     name = os.fspath(path)
     try:
-        data = Path(path).read_bytes()
-    except IsADirectoryError:
-        raise InputError(f"{name}: is a directory, not a prompt file") from None
+        with open_regular(name, "prompt") as file:
+            data = file.read()
     except OSError as exc:
         raise InputError(f"{name}: {exc.strerror or exc}") from None
     lines = data.split(b"\n")

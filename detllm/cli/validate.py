@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 
 from .._escape import text as escape
-from ..errors import ExitCode, InputError
+from ..errors import ExitCode, InputError, UsageError
 from ..validate import ValidationResult, validate_trace
 
 REPORT_FORMAT = "detllm.validation"
@@ -32,6 +32,8 @@ def expand(paths: list[str]) -> tuple[list[str], list[str]]:
     files: list[str] = []
     problems: list[str] = []
     for name in paths:
+        if not name:
+            raise UsageError("an empty path is not a trace file or directory")
         path = Path(name)
         if path.is_dir():
             found = sorted(

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from .._io import open_regular
 from ..diff import DiffReport
 from ..diff._report import check_preamble
 from ..errors import InputError, TraceFormatError
@@ -23,9 +24,8 @@ def load_report(path: str | os.PathLike[str]) -> DiffReport | AggregateReport | 
     """
     name = os.fspath(path)
     try:
-        data = Path(name).read_bytes()
-    except IsADirectoryError:
-        raise InputError(f"{name}: is a directory, not a report file") from None
+        with open_regular(name, "report") as file:
+            data = file.read()
     except OSError as exc:
         raise InputError(f"{name}: {exc.strerror or exc}") from None
     try:
