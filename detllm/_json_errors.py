@@ -108,36 +108,34 @@ def _find_non_finite(value: object, path: str) -> tuple[str, str] | None:
     return None
 
 
-class _Duplicate(Exception):
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-def _unique_pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen: set[str] = set()
-        for name, _ in pairs:
-            if name in seen:
-                raise _Duplicate(name)
-            seen.add(name)
-    return result
+class _Members(list):  # type: ignore[type-arg]
+    """An object's members in order, repeats kept: what :func:`duplicate_member` walks."""
 
 
 def duplicate_member(raw: bytes) -> str | None:
-    """The first name an object of the JSON text ``raw`` repeats, or None.
+    """The path of the first member that an object of the JSON text ``raw`` repeats, or None.
 
     JSON readers disagree on a repeated name (msgspec and orjson keep the last value,
     others the first, some refuse), so detLLM refuses it. This reads the line again
-    with the standard library, which can see every member: slow, so readers call it
-    only on lines they cannot otherwise prove free of repeats (see
+    with the standard library, which sees every member: slow, so readers call it only
+    on lines they cannot otherwise prove free of repeats (see
     :func:`detllm.trace.row_members_unique`). ``raw`` is valid JSON: a decoder accepted it.
     """
     try:
-        json.loads(raw, object_pairs_hook=_unique_pairs)
-    except _Duplicate as duplicate:
-        return duplicate.name
+        value = json.loads(raw, object_pairs_hook=_Members)
     except (ValueError, RecursionError):  # the line's own decoder has the last word on these
         return None
+    stack: list[tuple[object, str]] = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, _Members):
+            seen: set[str] = set()
+            for name, member in item:
+                path = f"{where}.{name}" if where else name
+                if name in seen:
+                    return path
+                seen.add(name)
+                stack.append((member, path))
+        elif isinstance(item, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
     return None
-

@@ -119,7 +119,9 @@ class TraceReader:
         """Decode and check one line obtained from :meth:`raw_rows`."""
         row = self._decode(row_decoder, raw, line)
         if not row_members_unique(raw, row):
-            self._refuse_duplicate(raw, line)
+            problem = self._repeated(raw, line)
+            if problem is not None:
+                raise problem
         if self.check_rows:
             for field, problem in row_problems(row, self.header):
                 raise TraceFormatError(self.path, line, field, problem)
@@ -165,7 +167,7 @@ class TraceReader:
             self.warnings.append(message)
             warnings.warn(message, NewerMinorVersionWarning, stacklevel=3)
         header = self._decode(header_decoder, raw, line)
-        self._refuse_duplicate(raw, line)
+        self._check_members(raw, line)
         for field, problem in header_problems(header):
             self._fail(TraceFormatError(self.path, line, field, problem))
         return header
@@ -218,11 +220,11 @@ class TraceReader:
             elif kind == "footer":
                 try:
                     footer = self._decode(footer_decoder, raw, line)
-                    self._refuse_duplicate(raw, line)
                 except TraceFormatError as error:
                     if not (cut and self.allow_incomplete):
                         self._fail(error)
                     continue
+                self._check_members(raw, line)
                 self.footer = footer
                 self._check_footer(footer, line, digest)
             elif kind == "header":
@@ -276,10 +278,16 @@ class TraceReader:
                     )
                 )
 
-    def _refuse_duplicate(self, raw: bytes, line: int) -> None:
+    def _repeated(self, raw: bytes, line: int) -> TraceFormatError | None:
         name = duplicate_member(raw)
-        if name is not None:
-            raise TraceFormatError(self.path, line, name, "member repeated: an object must not have two members of one name")
+        if name is None:
+            return None
+        return TraceFormatError(self.path, line, name, "member repeated: an object must not have two members of one name")
+
+    def _check_members(self, raw: bytes, line: int) -> None:
+        problem = self._repeated(raw, line)
+        if problem is not None:
+            self._fail(problem)
 
     def _decode(self, decoder: msgspec.json.Decoder[T], raw: bytes, line: int) -> T:
         try:

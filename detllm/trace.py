@@ -271,7 +271,7 @@ def free_form_problem(value: Any, path: str) -> tuple[str, str] | None:
             else:
                 stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in reversed(list(enumerate(item))))
         elif isinstance(item, int) and not isinstance(item, bool) and not INT_MIN <= item <= INT_MAX:
-            return where, f"integer {item} is outside the signed 64-bit range"
+            return where, "integer outside the signed 64-bit range"
     return None
 
 
