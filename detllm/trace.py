@@ -390,6 +390,19 @@ _ROW_MEMBERS = 10
 _PLACEMENT_MEMBERS = 3
 
 
+def members_unique(raw: bytes, members: int, colons: int) -> bool:
+    """True when the JSON text ``raw`` has exactly ``members`` members in all its objects.
+
+    ``colons`` is how many ``:`` the decoded strings hold. Outside strings each member
+    holds exactly one ``:``, so the line's colons are its members plus the colons in
+    its strings; a repeated or unknown member makes the count larger. False means "not
+    proved", not "repeated": a colon written ``\\u003a`` does not count, for one.
+    """
+    if colons and b"\\u003" in raw:
+        return False
+    return raw.count(b":") == members + colons
+
+
 def row_members_unique(raw: bytes, row: Row) -> bool:
     """True when the row line ``raw``, decoded as ``row``, has no repeated member name.
 
@@ -406,10 +419,8 @@ def row_members_unique(raw: bytes, row: Row) -> bool:
         colons += row.prompt.count(":")
     if texts:
         colons += "".join(texts.values()).count(":")
-    if colons and b"\\u003" in raw:  # a kept colon may be written \u003a: it would not count
-        return False
-    expected = _ROW_MEMBERS + len(texts or ()) + (_PLACEMENT_MEMBERS if row.batch is not None else 0) + colons
-    if raw.count(b":") != expected:
+    members = _ROW_MEMBERS + len(texts or ()) + (_PLACEMENT_MEMBERS if row.batch is not None else 0)
+    if not members_unique(raw, members, colons):
         return False
     # The count assumed the three optional members present: a null one must be seen.
     for name, value in ((b"token_texts", texts), (b"prompt", row.prompt), (b"batch", row.batch)):
