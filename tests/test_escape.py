@@ -8,37 +8,8 @@ import pytest
 
 from detllm import _escape
 
-ATTACKS = [
-    "\x1b[2J\x1b[H",  # clear the screen
-    "\x1b[31mred\x1b[0m",  # restyle it
-    "\x1b]8;;https://evil.example\x07link\x1b]8;;\x07",  # OSC 8 hyperlink
-    "bell\x07",
-    "over\bwrite",
-    "carriage\rreturn",
-    "new\nline",
-    "c1 \x9b31m csi",
-    "del\x7f",
-    "rtl \u202eoverride\u202c",
-    "isolate \u2066x\u2069",
-    "zero\u200bwidth \u200f mark \ufeff bom",
-    "line\u2028para\u2029sep",
-    "tag \U000e0041 char",
-    "<script>alert(1)</script>",
-    "<img src=x onerror=alert(1)>",
-    "</details>",
-    "# heading",
-    "x\n# heading",
-    "[link](https://evil.example)",
-    "![image](https://evil.example/x.png)",
-    "*bold* _em_ ~~strike~~",
-    "a | b | c",
-    "`code` `` break ``` out",
-    "&amp; &lt;",
-    "\"quoted\" 'single'",
-    "- list",
-    "1. ordered",
-    "back\\slash\\",
-]
+from .property.strategies import ATTACKS
+
 
 INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff\U000e0000-\U000e007f]")
 

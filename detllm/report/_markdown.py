@@ -94,7 +94,7 @@ def divergence_md(result: PromptResult, factor: float, k: int, title: str | None
     if result.evidence is not None:
         e = result.evidence
         if e.gap is not None and e.tolerance is not None:
-            relation = "<=" if e.gap <= e.tolerance else ">"
+            relation = "&lt;=" if e.gap <= e.tolerance else "&gt;"
             bound = "at least " if e.gap_is_bound else ""
             yield (
                 f"Gap {bound}{num(e.gap)} {relation} tolerance {num(e.tolerance)} "
