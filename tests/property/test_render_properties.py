@@ -245,7 +245,7 @@ def test_an_error_line_naming_a_hostile_file_is_one_safe_line(name: str) -> None
                 code = main(argv)
             assert code == 2
             first = capture.err.split("\n")[0]
-            assert first.startswith("detllm: ") and "No such file" in first  # the whole message on its line
+            assert first.startswith("detllm: ") and "no such file" in first.lower()  # the whole message on its line
             check_text(capture.err)
 
 
