@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -390,17 +390,22 @@ _ROW_MEMBERS = 10
 _PLACEMENT_MEMBERS = 3
 
 
-def members_unique(raw: bytes, members: int, colons: int) -> bool:
+def members_unique(raw: bytes, members: int, colons: Callable[[], int]) -> bool:
     """True when the JSON text ``raw`` has exactly ``members`` members in all its objects.
 
-    ``colons`` is how many ``:`` the decoded strings hold. Outside strings each member
-    holds exactly one ``:``, so the line's colons are its members plus the colons in
-    its strings; a repeated or unknown member makes the count larger. False means "not
-    proved", not "repeated": a colon written ``\\u003a`` does not count, for one.
+    ``colons()`` is how many ``:`` the decoded strings hold. Outside strings each
+    member holds exactly one ``:``, so the text's colons are its members plus the
+    colons in its strings, and a repeated or unknown member makes the count larger.
+    False means "not proved", not "repeated": a colon written ``\\u003a`` does not
+    count, for one.
     """
-    if colons and b"\\u003" in raw:
+    found = raw.count(b":")
+    if found == members:  # no colon in any string: nothing left to count
+        return True
+    inside = colons()
+    if inside and b"\\u003" in raw:
         return False
-    return raw.count(b":") == members + colons
+    return found == members + inside
 
 
 def row_members_unique(raw: bytes, row: Row) -> bool:
@@ -414,11 +419,13 @@ def row_members_unique(raw: bytes, row: Row) -> bool:
     :func:`detllm._json_errors.duplicate_member`, which is exact.
     """
     texts = row.token_texts
-    colons = row.prompt_id.count(":") + row.finish_reason.count(":")
-    if row.prompt is not None:
-        colons += row.prompt.count(":")
-    if texts:
-        colons += "".join(texts.values()).count(":")
+
+    def colons() -> int:
+        found = row.prompt_id.count(":") + row.finish_reason.count(":")
+        if row.prompt is not None:
+            found += row.prompt.count(":")
+        return found + ("".join(texts.values()).count(":") if texts else 0)
+
     members = _ROW_MEMBERS + len(texts or ()) + (_PLACEMENT_MEMBERS if row.batch is not None else 0)
     if not members_unique(raw, members, colons):
         return False

@@ -120,7 +120,7 @@ class SideRow:
             texts = _texts_decoder.decode(raw) or {}
         except DECODE_ERRORS as exc:
             raise RowProblem(self.side, "token_texts", str(exc)) from None
-        if not members_unique(raw, len(texts), "".join(texts.values()).count(":")):
+        if not members_unique(raw, len(texts), lambda: "".join(texts.values()).count(":")):
             name = duplicate_member(raw)
             if name is not None:
                 raise RowProblem(self.side, f"token_texts.{name}", REPEATED_MEMBER)
