@@ -199,7 +199,10 @@ def _removed_on_failure(directory: Path) -> Iterator[None]:
     except BaseException:
         if existed:
             for child in directory.iterdir():
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
         else:
             shutil.rmtree(directory, ignore_errors=True)
         raise

@@ -206,3 +206,21 @@ def test_what_is_not_a_regular_file_is_refused_without_reading(kind: str, comman
     )  # fmt: skip
     assert result.returncode == 2
     assert f"detllm: {path}: is {what}, not a regular file: a trace is read from a file\n" in result.stderr
+
+
+def test_pack_readme_shows_a_hostile_directory_name_as_text(tmp_path: Path) -> None:
+    from tests.property.test_render_properties import INVISIBLE
+
+    readmes = {}
+    for name in ("plain", "ch`<img src=x onerror=alert(1)>\x1b[2J\n# injected\n| a | b |"):
+        source = tmp_path / name
+        shutil.copytree(CHECK, source)
+        assert main(["pack", str(source), "--out", str(tmp_path / f"pack-{len(readmes)}"), "-q"]) == 0
+        readmes[name] = (tmp_path / f"pack-{len(readmes)}" / "README.md").read_text()
+    plain, hostile = readmes.values()
+    assert not INVISIBLE.search(hostile)
+    assert hostile.count("\n") == plain.count("\n")
+    assert [line for line in hostile.split("\n") if line.startswith("#")] == [
+        line for line in plain.split("\n") if line.startswith("#")
+    ]
+    assert "\\x1b[2J\\n# injected\\n" in hostile
