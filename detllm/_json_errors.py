@@ -108,6 +108,10 @@ def _find_non_finite(value: object, path: str) -> tuple[str, str] | None:
     return None
 
 
+REPEATED_MEMBER = "member repeated: an object must not have two members of one name"
+"""The problem every reader reports for a repeated member, with the member's path as field."""
+
+
 class _Members(list):  # type: ignore[type-arg]
     """An object's members in order, repeats kept: what :func:`duplicate_member` walks."""
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ._io import DEFAULT_MAX_LINE_BYTES, LineSource
-from ._json_errors import DECODE_ERRORS, duplicate_member, explain
+from ._json_errors import DECODE_ERRORS, REPEATED_MEMBER, duplicate_member, explain
 from .errors import IncompleteTraceError, NewerMinorVersionWarning, TraceFormatError, UnsupportedVersionError
 from .trace import (
     FOOTER_PREFIX,
@@ -282,7 +282,7 @@ class TraceReader:
         name = duplicate_member(raw)
         if name is None:
             return None
-        return TraceFormatError(self.path, line, name, "member repeated: an object must not have two members of one name")
+        return TraceFormatError(self.path, line, name, REPEATED_MEMBER)
 
     def _check_members(self, raw: bytes, line: int) -> None:
         problem = self._repeated(raw, line)

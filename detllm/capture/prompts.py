@@ -19,7 +19,7 @@ from pathlib import Path
 import msgspec
 
 from .._io import open_regular
-from .._json_errors import DECODE_ERRORS, explain
+from .._json_errors import DECODE_ERRORS, REPEATED_MEMBER, duplicate_member, explain
 from ..errors import InputError, PromptFileError
 from .backend import Prompt
 
@@ -98,6 +98,9 @@ def _jsonl(name: str, lines: list[bytes]) -> list[Prompt]:
             value = msgspec.json.decode(raw)
         except DECODE_ERRORS as exc:
             raise PromptFileError(name, number, *explain(exc, raw)) from None
+        repeated = duplicate_member(raw)
+        if repeated is not None:
+            raise PromptFileError(name, number, repeated, REPEATED_MEMBER)
         prompt = _prompt(name, number, value, len(prompts) + 1)
         if prompt.id in seen:
             raise PromptFileError(name, number, "id", f"duplicate prompt id {prompt.id!r}")

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from .._json_errors import DECODE_ERRORS, duplicate_member
+from .._json_errors import DECODE_ERRORS, REPEATED_MEMBER, duplicate_member
 from ..trace import LOGPROB_TOLERANCE, Header, Row, TokenId, encode, members_unique
 
 Step = list[tuple[int, float]]
@@ -73,9 +73,6 @@ def prompt_id_of(raw: bytes) -> str | None:
                 except UnicodeDecodeError:
                     return None
     return None
-
-
-REPEATED_MEMBER = "member repeated: an object must not have two members of one name"
 
 
 def check_prompt_id(raw: bytes, row: FastRow, side: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from .._io import open_regular
+from .._json_errors import REPEATED_MEMBER, duplicate_member
 from ..diff import DiffReport
 from ..diff._report import check_preamble
 from ..errors import InputError, TraceFormatError
@@ -32,6 +33,9 @@ def load_report(path: str | os.PathLike[str]) -> DiffReport | AggregateReport | 
         document: Any = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise TraceFormatError(name, exc.lineno, "-", f"not valid JSON ({exc.msg})") from None
+    repeated = duplicate_member(data)
+    if repeated is not None:
+        raise TraceFormatError(name, 0, repeated, REPEATED_MEMBER)
     kind = check_preamble(document, name, ("diff", "aggregate", "check"))
     if kind == "diff":
         return DiffReport.from_dict(document, path=name)

@@ -224,3 +224,24 @@ def test_pack_readme_shows_a_hostile_directory_name_as_text(tmp_path: Path) -> N
         line for line in plain.split("\n") if line.startswith("#")
     ]
     assert "\\x1b[2J\\n# injected\\n" in hostile
+
+
+def test_a_saved_report_and_a_prompt_file_with_a_repeated_member_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from detllm.capture.prompts import load_prompt_file
+    from detllm.errors import PromptFileError, TraceFormatError
+
+    text = (CHECK / "report.json").read_text()
+    report = tmp_path / "report.json"
+    report.write_text(text.replace('"kind": "check",', '"kind": "check", "kind": "diff",', 1))
+    assert main(["report", str(report)]) == 2
+    assert capsys.readouterr().err == (
+        f"detllm: {report}:0: kind: member repeated: an object must not have two members of one name\n"
+    )
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": "y", "id": "a"}\n')
+    with pytest.raises(PromptFileError) as error:
+        load_prompt_file(prompts)
+    assert str(error.value) == f"{prompts}:2: id: member repeated: an object must not have two members of one name"
+    assert not isinstance(error.value, TraceFormatError)
