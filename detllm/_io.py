@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import gzip
 import os
+import stat
 import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from .errors import InputError, TraceFormatError
+from .errors import InputError, TraceFormatError, UsageError
 
 GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_MAX_LINE_BYTES = 256 * 1024 * 1024
@@ -22,14 +23,71 @@ DEFAULT_MAX_LINE_BYTES = 256 * 1024 * 1024
 _BUFFER = 1024 * 1024
 
 
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _proc_device() -> int | None:
+    try:
+        return os.stat("/proc").st_dev
+    except OSError:
+        return None
+
+
+def _refusal(status: os.stat_result, what: str) -> str | None:
+    if stat.S_ISDIR(status.st_mode):
+        return f"is a directory, not a {what} file"
+    if not stat.S_ISREG(status.st_mode):
+        kind = next((name for test, name in _KINDS if test(status.st_mode)), "not a file")
+        return f"is {kind}, not a regular file: a {what} is read from a file"
+    if status.st_size == 0 and status.st_dev == _proc_device():
+        # Files under /proc say they are empty and may never end (pagemap) or block (kmsg).
+        return f"is a file of /proc, not a regular file: a {what} is read from a file"
+    return None
+
+
+def check_regular(path: str | os.PathLike[str], what: str = "trace") -> None:
+    """Refuse, without opening it, a path that is not a regular file (a FIFO would block)."""
+    name = os.fspath(path)
+    if not name:
+        raise UsageError(f"an empty path is not a {what} file")
+    try:
+        status = os.stat(name)
+    except OSError as exc:
+        raise InputError(f"{name}: {exc.strerror or exc}") from None
+    refusal = _refusal(status, what)
+    if refusal is not None:
+        raise InputError(f"{name}: {refusal}")
+
+
+def open_regular(path: str | os.PathLike[str], what: str = "trace", buffering: int = -1) -> BinaryIO:
+    """Open a regular file for reading; anything else is refused with one line.
+
+    Checked before opening, and again on the open file (a path can change between
+    the two): opened non-blocking, so that even then a FIFO cannot hang the reader.
+    """
+    check_regular(path, what)
+    name = os.fspath(path)
+    try:
+        fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise InputError(f"{name}: {exc.strerror or exc}") from None
+    refusal = _refusal(os.fstat(fd), what)
+    if refusal is not None:
+        os.close(fd)
+        raise InputError(f"{name}: {refusal}")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return open(fd, "rb", buffering=buffering)  # noqa: SIM115 - returned to the caller
+
+
 def open_binary(path: str | os.PathLike[str]) -> BinaryIO:
     """Open a trace for reading, decompressing it when it is gzip."""
-    try:
-        raw = open(path, "rb", buffering=_BUFFER)  # noqa: SIM115 - returned to the caller
-    except IsADirectoryError:
-        raise InputError(f"{os.fspath(path)}: is a directory, not a trace file") from None
-    except OSError as exc:
-        raise InputError(f"{os.fspath(path)}: {exc.strerror or exc}") from None
+    raw = open_regular(path, "trace", _BUFFER)
     magic = raw.peek(2)[:2]
     if magic == GZIP_MAGIC:
         # GzipFile reads ahead in small steps: damage at the end of the stream is met

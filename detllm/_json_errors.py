@@ -48,6 +48,8 @@ def explain_validation(message: str) -> tuple[str, str]:
     if missing:
         name = missing.group(1)
         return (f"{path}.{name}" if path else name), "missing required field"
+    if message in (f"Expected `int` <= {2**63 - 1}", f"Expected `int` >= {-(2**63)}"):
+        return path or "-", "integer outside the signed 64-bit range"
     if message == "Number out of range":
         return path or "-", "number out of range (a finite number is required)"
     return path or "-", _lower(message).replace("`", "")
@@ -74,6 +76,8 @@ def _explain_malformed(raw: bytes, message: str) -> tuple[str, str]:
             if found is not None:
                 path, name = found
                 return path or "-", f"{name} is not allowed: a finite number is required"
+    if "Invalid UTF-8" in message:  # newer msgspec reports bad UTF-8 as malformed JSON
+        return "-", _explain_bad_utf8(raw)
     if "truncated" in message:
         return "-", "not valid JSON: the line ends in the middle of a value"
     detail = _BYTE.sub(lambda m: f"at column {int(m.group(1)) + 1}", message.split(": ", 1)[-1])
@@ -101,4 +105,41 @@ def _find_non_finite(value: object, path: str) -> tuple[str, str] | None:
             stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in reversed(item.items()))
         elif isinstance(item, list):
             stack.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(item))))
+    return None
+
+
+REPEATED_MEMBER = "member repeated: an object must not have two members of one name"
+"""The problem every reader reports for a repeated member, with the member's path as field."""
+
+
+class _Members(list):  # type: ignore[type-arg]
+    """An object's members in order, repeats kept: what :func:`duplicate_member` walks."""
+
+
+def duplicate_member(raw: bytes) -> str | None:
+    """The path of the first member that an object of the JSON text ``raw`` repeats, or None.
+
+    JSON readers disagree on a repeated name (msgspec and orjson keep the last value,
+    others the first, some refuse), so detLLM refuses it. This reads the line again
+    with the standard library, which sees every member: slow, so readers call it only
+    on lines they cannot otherwise prove free of repeats (see
+    :func:`detllm.trace.row_members_unique`). ``raw`` is valid JSON: a decoder accepted it.
+    """
+    try:
+        value = json.loads(raw, object_pairs_hook=_Members)
+    except (ValueError, RecursionError):  # the line's own decoder has the last word on these
+        return None
+    stack: list[tuple[object, str]] = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, _Members):
+            seen: set[str] = set()
+            for name, member in item:
+                path = f"{where}.{name}" if where else name
+                if name in seen:
+                    return path
+                seen.add(name)
+                stack.append((member, path))
+        elif isinstance(item, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
     return None

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ._io import DEFAULT_MAX_LINE_BYTES, LineSource
-from ._json_errors import DECODE_ERRORS, explain
+from ._json_errors import DECODE_ERRORS, REPEATED_MEMBER, duplicate_member, explain
 from .errors import IncompleteTraceError, NewerMinorVersionWarning, TraceFormatError, UnsupportedVersionError
 from .trace import (
     FOOTER_PREFIX,
@@ -33,6 +33,7 @@ from .trace import (
     parse_version,
     preamble_decoder,
     row_decoder,
+    row_members_unique,
     row_problems,
     tag_decoder,
 )
@@ -40,6 +41,9 @@ from .trace import (
 __all__ = ["TraceReader", "open_trace", "read_header"]
 
 T = TypeVar("T")
+
+_CUT = "\0cut"
+"""What :meth:`TraceReader._kind` says of a last line cut too short to name its record."""
 
 
 class TraceReader:
@@ -114,6 +118,10 @@ class TraceReader:
     def decode_row(self, line: int, raw: bytes) -> Row:
         """Decode and check one line obtained from :meth:`raw_rows`."""
         row = self._decode(row_decoder, raw, line)
+        if not row_members_unique(raw, row):
+            problem = self._repeated(raw, line)
+            if problem is not None:
+                raise problem
         if self.check_rows:
             for field, problem in row_problems(row, self.header):
                 raise TraceFormatError(self.path, line, field, problem)
@@ -159,6 +167,7 @@ class TraceReader:
             self.warnings.append(message)
             warnings.warn(message, NewerMinorVersionWarning, stacklevel=3)
         header = self._decode(header_decoder, raw, line)
+        self._check_members(raw, line)
         for field, problem in header_problems(header):
             self._fail(TraceFormatError(self.path, line, field, problem))
         return header
@@ -182,6 +191,8 @@ class TraceReader:
             # Only the file's last line can lack its newline: a writer cut off mid-line.
             cut = not self._source.ended_with_newline
             kind = self._kind(raw, line, cut)
+            if kind == _CUT:  # the last line, cut before it says what it is: not a row
+                break
             if digest is not None and kind != "footer":
                 digest.update(raw)
                 digest.update(b"\n")
@@ -213,6 +224,7 @@ class TraceReader:
                     if not (cut and self.allow_incomplete):
                         self._fail(error)
                     continue
+                self._check_members(raw, line)
                 self.footer = footer
                 self._check_footer(footer, line, digest)
             elif kind == "header":
@@ -243,8 +255,9 @@ class TraceReader:
         try:
             tag = self._decode(tag_decoder, raw, line)
         except TraceFormatError as error:
-            if not (cut and self.allow_incomplete):
-                self._fail(error)
+            if cut and self.allow_incomplete:
+                return _CUT
+            self._fail(error)
             return None
         if not isinstance(tag.record, str):
             self._fail(TraceFormatError(self.path, line, "record", "missing: every line must have a record field"))
@@ -264,6 +277,17 @@ class TraceReader:
                         self.path, line, "digest", "does not match the rows: the trace was modified or corrupted"
                     )
                 )
+
+    def _repeated(self, raw: bytes, line: int) -> TraceFormatError | None:
+        name = duplicate_member(raw)
+        if name is None:
+            return None
+        return TraceFormatError(self.path, line, name, REPEATED_MEMBER)
+
+    def _check_members(self, raw: bytes, line: int) -> None:
+        problem = self._repeated(raw, line)
+        if problem is not None:
+            self._fail(problem)
 
     def _decode(self, decoder: msgspec.json.Decoder[T], raw: bytes, line: int) -> T:
         try:

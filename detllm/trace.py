@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -39,9 +39,18 @@ ran out; ``abort``: generation was cut short by the engine."""
 LOGPROB_TOLERANCE = 1e-4
 """How far above 0 a recorded logprob may lie (rounding in the backend's log-softmax)."""
 
-TokenId = Annotated[int, msgspec.Meta(ge=0)]
-Count = Annotated[int, msgspec.Meta(ge=0)]
-Positive = Annotated[int, msgspec.Meta(ge=1)]
+INT_MIN = -(2**63)
+INT_MAX = 2**63 - 1
+"""Every integer in a trace lies in the signed 64-bit range (rule 6 of the File section)."""
+
+MAX_DEPTH = 32
+"""Levels a free-form header object (``backend_settings``, ``decoding.extra``,
+``determinism.applied``) may nest, itself included (rule 7)."""
+
+TokenId = Annotated[int, msgspec.Meta(ge=0, le=INT_MAX)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=INT_MAX)]
+Positive = Annotated[int, msgspec.Meta(ge=1, le=INT_MAX)]
+Int64 = Annotated[int, msgspec.Meta(ge=INT_MIN, le=INT_MAX)]
 
 
 class _Record(msgspec.Struct, kw_only=True, tag_field="record"):
@@ -75,7 +84,7 @@ class Decoding(msgspec.Struct, kw_only=True):
     top_p: float = 1.0
     top_k: Count = 0
     max_new_tokens: Positive
-    seed: int | None = None
+    seed: Int64 | None = None
     extra: dict[str, Any] = {}
 
 
@@ -161,7 +170,7 @@ class Row(_Record, kw_only=True, tag="row"):
     logprobs: list[float] | None
     top_logprobs: list[list[tuple[TokenId, float]]] | None
     finish_reason: str
-    token_texts: dict[int, str] | None = None
+    token_texts: dict[Int64, str] | None = None
     prompt: str | None = None
     batch: Placement | None = None
 
@@ -236,6 +245,34 @@ def header_problems(header: Header) -> Iterator[tuple[str, str]]:
         yield "decoding.top_p", f"must be in (0, 1], got {decoding.top_p!r}"
     if header.logprobs.semantics == "none" and header.logprobs.top_k != 0:
         yield "logprobs.top_k", "must be 0 when logprobs.semantics is 'none'"
+    for name, value in (
+        ("decoding.extra", decoding.extra),
+        ("determinism.applied", header.determinism.applied),
+        ("backend_settings", header.backend_settings),
+    ):
+        problem = free_form_problem(value, name)
+        if problem is not None:
+            yield problem
+
+
+def free_form_problem(value: Any, path: str) -> tuple[str, str] | None:
+    """The first value of a free-form object that breaks rule 6 or 7, as ``(field, problem)``.
+
+    Walked without recursion: how deep the value goes is what is being checked.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, path, 1)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                return path, f"nests deeper than {MAX_DEPTH} levels, the most a free-form object may"
+            if isinstance(item, dict):
+                stack.extend((v, f"{where}.{k}", depth + 1) for k, v in reversed(list(item.items())))
+            else:
+                stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in reversed(list(enumerate(item))))
+        elif isinstance(item, int) and not isinstance(item, bool) and not INT_MIN <= item <= INT_MAX:
+            return where, "integer outside the signed 64-bit range"
+    return None
 
 
 def _valid_created_at(value: str) -> bool:
@@ -346,3 +383,55 @@ def _step_problems(
                 f"the chosen token {token} has logprob {value!r} here but {chosen!r} in logprobs[{i}]"
             )
             return
+
+
+_ROW_MEMBERS = 10
+"""Members of a canonical row: every field of :class:`Row`, ``record`` included."""
+_PLACEMENT_MEMBERS = 3
+
+
+def members_unique(raw: bytes, members: int, colons: Callable[[], int]) -> bool:
+    """True when the JSON text ``raw`` has exactly ``members`` members in all its objects.
+
+    ``colons()`` is how many ``:`` the decoded strings hold. Outside strings each
+    member holds exactly one ``:``, so the text's colons are its members plus the
+    colons in its strings, and a repeated or unknown member makes the count larger.
+    False means "not proved", not "repeated": a colon written ``\\u003a`` does not
+    count, for one.
+    """
+    found = raw.count(b":")
+    if found == members:  # no colon in any string: nothing left to count
+        return True
+    inside = colons()
+    if inside and b"\\u003" in raw:
+        return False
+    return found == members + inside
+
+
+def row_members_unique(raw: bytes, row: Row) -> bool:
+    """True when the row line ``raw``, decoded as ``row``, has no repeated member name.
+
+    A proof by counting, fast enough for every row: outside strings, each member of
+    every object holds exactly one ``:``, so the line's colons are its members plus the
+    colons inside its strings. A canonical row has its 10 members, one per token text
+    and 3 in ``batch``; any repeated or unknown member makes the count larger. False
+    means "not proved" (a non-canonical row, an escaped colon): the caller then asks
+    :func:`detllm._json_errors.duplicate_member`, which is exact.
+    """
+    texts = row.token_texts
+
+    def colons() -> int:
+        found = row.prompt_id.count(":") + row.finish_reason.count(":")
+        if row.prompt is not None:
+            found += row.prompt.count(":")
+        return found + ("".join(texts.values()).count(":") if texts else 0)
+
+    members = _ROW_MEMBERS + len(texts or ()) + (_PLACEMENT_MEMBERS if row.batch is not None else 0)
+    if not members_unique(raw, members, colons):
+        return False
+    # The count assumed the three optional members present: a null one must be seen.
+    for name, value in ((b"token_texts", texts), (b"prompt", row.prompt), (b"batch", row.batch)):
+        if value is None and raw.rfind(b'"' + name + b'":null') < 0:
+            return False
+    return True
+

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import msgspec
 
-from .._json_errors import DECODE_ERRORS, explain
+from .._io import open_regular
+from .._json_errors import DECODE_ERRORS, REPEATED_MEMBER, duplicate_member, explain
 from ..errors import InputError, PromptFileError
 from .backend import Prompt
 
@@ -61,9 +62,8 @@ def load_prompt_file(path: str | os.PathLike[str]) -> list[Prompt]:
     """Read a prompt file; a bad line raises :class:`~detllm.errors.PromptFileError`."""
     name = os.fspath(path)
     try:
-        data = Path(path).read_bytes()
-    except IsADirectoryError:
-        raise InputError(f"{name}: is a directory, not a prompt file") from None
+        with open_regular(name, "prompt") as file:
+            data = file.read()
     except OSError as exc:
         raise InputError(f"{name}: {exc.strerror or exc}") from None
     lines = data.split(b"\n")
@@ -98,6 +98,9 @@ def _jsonl(name: str, lines: list[bytes]) -> list[Prompt]:
             value = msgspec.json.decode(raw)
         except DECODE_ERRORS as exc:
             raise PromptFileError(name, number, *explain(exc, raw)) from None
+        repeated = duplicate_member(raw)
+        if repeated is not None:
+            raise PromptFileError(name, number, repeated, REPEATED_MEMBER)
         prompt = _prompt(name, number, value, len(prompts) + 1)
         if prompt.id in seen:
             raise PromptFileError(name, number, "id", f"duplicate prompt id {prompt.id!r}")

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .._escape import text as escape
 from .._version import __version__
 from ..errors import DetllmError, ExitCode
 
@@ -53,12 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(_command_module(args.command).run(args))
     except DetllmError as error:
-        print(f"detllm: {error}", file=sys.stderr)
+        print(f"detllm: {escape(str(error))}", file=sys.stderr)
         return int(error.exit_code)
     except OSError as error:
         # Trouble outside detLLM's own checks (disk full, permission denied): one line.
         where = f"{error.filename}: " if error.filename else ""
-        print(f"detllm: {where}{error.strerror or error}", file=sys.stderr)
+        print(escape(f"detllm: {where}{error.strerror or error}"), file=sys.stderr)
         return int(ExitCode.TROUBLE)
     except KeyboardInterrupt:
         print("detllm: interrupted", file=sys.stderr)

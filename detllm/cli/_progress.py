@@ -6,6 +6,7 @@ import sys
 import time
 from typing import TextIO
 
+from .._escape import text as escape
 from ..report._text_util import clip
 
 _WIDTH = 79
@@ -41,10 +42,10 @@ class Progress:
             self.drawn = now
             filled = round(_BAR * done / total) if total else 0
             line = f"{self.prefix} [{'#' * filled}{'.' * (_BAR - filled)}] {done}/{total} {run}: {detail}"
-            self.stream.write("\r" + clip(line, _WIDTH).ljust(_WIDTH))
+            self.stream.write("\r" + clip(escape(line), _WIDTH).ljust(_WIDTH))
             self.shown = True
         elif new_run:
-            self.stream.write(f"{self.prefix}: [{done}/{total}] {run}: {detail} ({time.monotonic() - self.start:.0f} s)\n")
+            self.stream.write(escape(f"{self.prefix}: [{done}/{total}] {run}: {detail} ({time.monotonic() - self.start:.0f} s)") + "\n")
         self.stream.flush()
 
     def close(self) -> None:

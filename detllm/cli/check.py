@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .._escape import text as escape
 from ..capture.check import check as run_check
 from ..capture.check import parse_batch_sizes
 from ..capture.runner import COMPOSITIONS
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     report = result.report
     if not args.quiet:
         for name, reason in report.determinism.missing.items():
-            print(f"detllm: warning: determinism control {name} not applied: {reason}", file=sys.stderr)
+            print(escape(f"detllm: warning: determinism control {name} not applied: {reason}"), file=sys.stderr)
         print_report(report, args)
-        print(f"detllm: check directory {result.directory}", file=sys.stderr)
+        print(f"detllm: check directory {escape(str(result.directory))}", file=sys.stderr)
     return result.exit_code

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 
+from .._escape import text as escape
+from ..errors import TraceFormatError
 from ..report._pack import make_pack
+from ._report_options import as_trouble
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,8 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = make_pack(args.source, args.out, all_prompts=args.all_prompts, tier=args.tier)
+    try:
+        result = make_pack(args.source, args.out, all_prompts=args.all_prompts, tier=args.tier)
+    except TraceFormatError as error:
+        raise as_trouble(error) from None
     if not args.quiet:
-        print(f"{result.directory}: {len(result.prompts)} of {result.total} prompts; reproduce with (in {result.directory}):")
-        print("  " + " ".join(result.command))
+        where = escape(str(result.directory))
+        print(f"{where}: {len(result.prompts)} of {result.total} prompts; reproduce with (in {where}):")
+        print("  " + escape(" ".join(result.command)))
     return 0

@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._io import open_regular
 from ..diff import DiffOptions, diff_traces
-from ..errors import InputError, TraceFormatError, UsageError
+from ..errors import DetllmError, InputError, TraceFormatError, UsageError
 from ..report import aggregate_traces, load_report, rebuild_check_report
 from ..report._aggregate import expand_paths
 from ..report._check import read_plan
@@ -47,9 +48,9 @@ def is_report(path: Path) -> bool:
     if path.suffix == ".json":
         return True
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "report") as f:
             start = f.read(64).lstrip()
-    except OSError:
+    except (OSError, DetllmError):  # reading it as a trace says what is wrong
         return False
     return start[:1] == b"{" and b'"record"' not in start
 

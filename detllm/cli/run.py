@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .._escape import text as escape
 from ..capture.runner import COMPOSITIONS
 from ..capture.runner import run as run_capture
 from ._capture_options import (
@@ -40,13 +41,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out("runs")
     result = run_capture(config, prompts, out=out, argv=args.command_line)
     for name, reason in result.determinism.missing().items():
-        print(f"detllm: warning: determinism control {name} not applied: {reason}", file=sys.stderr)
+        print(escape(f"detllm: warning: determinism control {name} not applied: {reason}"), file=sys.stderr)
     tokens = sum(len(row.token_ids) for row in result.rows)
     header = result.header
-    print(
+    print(escape(
         f"{result.directory}: {len(result.rows)} prompts, {tokens} tokens; model {header.model.id} "
         f"({header.model.fingerprint or 'no fingerprint'}), {header.device}, {header.dtype}, "
         f"batch size {header.batch.size}; determinism {result.determinism.mode}"
         + ("" if result.determinism.complete else " (incomplete: see determinism_applied.json)")
-    )
+    ))
     return 0

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import orjson
 
-from ..errors import ExitCode, InputError
+from .._escape import text as escape
+from ..errors import ExitCode, InputError, UsageError
 from ..validate import ValidationResult, validate_trace
 
 REPORT_FORMAT = "detllm.validation"
@@ -31,6 +32,8 @@ def expand(paths: list[str]) -> tuple[list[str], list[str]]:
     files: list[str] = []
     problems: list[str] = []
     for name in paths:
+        if not name:
+            raise UsageError("an empty path is not a trace file or directory")
         path = Path(name)
         if path.is_dir():
             found = sorted(
@@ -64,11 +67,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         for result in results:
             for finding in result.findings:
-                print(finding)
+                print(escape(str(finding)))
             for warning in result.warnings:
-                print(f"warning: {warning}", file=sys.stderr)
+                print(f"warning: {escape(warning)}", file=sys.stderr)
         for trouble in troubles:
-            print(f"detllm: {trouble}", file=sys.stderr)
+            print(f"detllm: {escape(trouble)}", file=sys.stderr)
         if not args.quiet:
             invalid = sum(not r.valid for r in results)
             print(

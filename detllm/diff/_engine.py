@@ -21,7 +21,7 @@ from ._parallel import Item, Outcome, PairPool, can_fork
 from ._report import DiffReport
 from ._results import PromptResults
 from .._json_errors import DECODE_ERRORS
-from ._rows import FastRow, RowProblem, decode_row, from_row
+from ._rows import FastRow, RowProblem, check_prompt_id, decode_row, from_row
 from ._locate import locate_trace
 
 _RIGHT_ONLY_KEY = 1 << 48
@@ -232,9 +232,13 @@ class _Comparison:
 
     def _decode(self, reader: TraceReader, line: int, raw: bytes) -> FastRow:
         try:
-            return decode_row(raw)
+            row = decode_row(raw)
+            check_prompt_id(raw, row, "")
         except DECODE_ERRORS as exc:
             self._bad(reader, line, raw, RowProblem("", "-", str(exc)))
+        except RowProblem as problem:
+            self._bad(reader, line, raw, problem)
+        return row
 
     @staticmethod
     def _bad(reader: TraceReader, line: int, raw: bytes, problem: RowProblem) -> NoReturn:

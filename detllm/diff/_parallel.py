@@ -24,7 +24,7 @@ import msgspec
 from .._io import open_binary
 from ._analysis import Context, compare
 from .._json_errors import DECODE_ERRORS
-from ._rows import RowProblem, decode_row
+from ._rows import RowProblem, check_prompt_id, decode_row
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -148,8 +148,10 @@ def _analyse_one(ctx: Context, item: Item, left_raw: bytes, right_raw: bytes) ->
     side = "left"
     try:
         left = decode_row(left_raw)
+        check_prompt_id(left_raw, left, side)
         side = "right"
         right = decode_row(right_raw)
+        check_prompt_id(right_raw, right, side)
         result = compare(ctx, left, right, item.left_index, item.right_index)
     except DECODE_ERRORS as exc:
         return Outcome(item.key, None, "", "", None, (side, "-", str(exc)))

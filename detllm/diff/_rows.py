@@ -14,8 +14,8 @@ from collections.abc import Iterable
 
 import msgspec
 
-from .._json_errors import DECODE_ERRORS
-from ..trace import LOGPROB_TOLERANCE, Header, Row, TokenId, encode
+from .._json_errors import DECODE_ERRORS, REPEATED_MEMBER, duplicate_member
+from ..trace import LOGPROB_TOLERANCE, Header, Row, TokenId, encode, members_unique
 
 Step = list[tuple[int, float]]
 
@@ -75,6 +75,14 @@ def prompt_id_of(raw: bytes) -> str | None:
     return None
 
 
+def check_prompt_id(raw: bytes, row: FastRow, side: str) -> None:
+    """Refuse a row whose first bytes name another prompt than its decoded ``prompt_id``:
+    the line repeats the member, and rows are paired by the first."""
+    first = prompt_id_of(raw)
+    if first is not None and first != row.prompt_id:
+        raise RowProblem(side, "prompt_id", REPEATED_MEMBER)
+
+
 def from_row(row: Row) -> FastRow:
     """A :class:`~detllm.trace.Row` in the comparison's form."""
     return decode_row(encode(row))
@@ -94,29 +102,27 @@ class SideRow:
         self._complete = False
         self._steps: dict[int, Step] = {}
         _check(row, side, header)
+        self.texts(())  # decoded now: a repeated id must be refused whether or not a text is shown
 
     def texts(self, tokens: Iterable[int]) -> None:
-        """Look up the texts of ``tokens`` in one pass, ahead of :meth:`text` calls.
+        """Make the texts of ``tokens`` ready for :meth:`text` calls.
 
-        Canonical ``token_texts`` are sorted by id: the ids are searched for in
-        ascending order, each search starting where the previous one matched, so
-        the row's map is scanned once rather than decoded. A map in another layout
-        (or without some of the ids) is decoded whole instead.
+        The row's map is decoded whole the first time, and proved free of repeated
+        ids (a repeat would show one text here and another to other readers).
         """
         if self._complete:
             return
-        missing = sorted({t for t in tokens if t not in self._texts})
-        if not missing:
-            return
-        found = _find_texts(bytes(self.row.token_texts), missing)
-        if found is None:
-            try:
-                self._texts = _texts_decoder.decode(self.row.token_texts) or {}
-            except DECODE_ERRORS as exc:
-                raise RowProblem(self.side, "token_texts", str(exc)) from None
-            self._complete = True
-        else:
-            self._texts.update(found)
+        raw = bytes(self.row.token_texts)
+        try:
+            texts = _texts_decoder.decode(raw) or {}
+        except DECODE_ERRORS as exc:
+            raise RowProblem(self.side, "token_texts", str(exc)) from None
+        if not members_unique(raw, len(texts), lambda: "".join(texts.values()).count(":")):
+            name = duplicate_member(raw)
+            if name is not None:
+                raise RowProblem(self.side, f"token_texts.{name}", REPEATED_MEMBER)
+        self._texts = texts
+        self._complete = True
 
     def text(self, token: int) -> str | None:
         """The text of ``token``, or None when the trace has none."""
@@ -162,43 +168,6 @@ class SideRow:
             previous = (token, value)
         self._steps[index] = step
         return step
-
-
-def _find_texts(raw: bytes, tokens: list[int]) -> dict[int, str] | None:
-    """Find the texts of ``tokens`` (ascending) in a canonical ``token_texts`` object.
-
-    In JSON a quote inside a string is escaped, so ``,"12":"`` cannot occur inside
-    a value: a match is a key. None means "not all found this way" (another layout,
-    or an id without text), and the caller decodes the whole map.
-    """
-    out: dict[int, str] = {}
-    find = raw.find
-    position = 0
-    for token in tokens:
-        key = b',"%d":"' % token
-        start = find(key, position)
-        if start < 0:
-            if position or not raw.startswith(b"{" + key[1:]):
-                return None
-            start = 0
-        start += len(key)  # the value's first byte
-        end = find(b'"', start)
-        while end > 0 and raw[end - 1] == 0x5C:  # an escaped quote, unless the backslash is itself escaped
-            backslashes = 1
-            while raw[end - 1 - backslashes] == 0x5C:
-                backslashes += 1
-            if backslashes % 2 == 0:
-                break
-            end = find(b'"', end + 1)
-        if end < 0:
-            return None
-        value = raw[start:end]
-        try:
-            out[token] = _str_decoder.decode(raw[start - 1 : end + 1]) if b"\\" in value else value.decode()
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            return None
-        position = end
-    return out
 
 
 def _check(row: FastRow, side: str, header: Header) -> None:

@@ -8,9 +8,12 @@ from collections.abc import Iterator
 from ..diff import PositionCount
 from ..diff._numbers import count
 from ._aggregate_model import AggregateReport, FieldVariation, PromptAggregate
-from ._markdown import cell, code, divergence_md
-from ._text import DEFAULT_MAX_PROMPTS, WIDTH, divergence_lines, paragraph, tier_word, value_text
-from ._text_util import clip, escape, pad, tokens_text
+from .._escape import code
+from .._escape import markdown as cell
+from .._escape import text as escape
+from ._markdown import divergence_md
+from ._text import DEFAULT_MAX_PROMPTS, WIDTH, divergence_lines, paragraph, tier_word, value_raw
+from ._text_util import clip, pad, raw_tokens_text
 
 MAX_RUNS_LISTED = 20
 
@@ -35,7 +38,7 @@ def run_ranges(runs: list[int]) -> str:
 def _variation(v: FieldVariation) -> str:
     if len(v.values) > 4:
         return f"{len(v.values)} values"
-    return "; ".join(f"{value_text(x.value, False)} (runs {run_ranges(x.runs)})" for x in v.values)
+    return "; ".join(f"{value_raw(x.value, False)} (runs {run_ranges(x.runs)})" for x in v.values)
 
 
 def histogram(positions: list[PositionCount], bars: int = 20) -> list[tuple[str, int]]:
@@ -62,7 +65,7 @@ def render_aggregate_text(report: AggregateReport, *, max_prompts: int = DEFAULT
 
 def _text(report: AggregateReport, max_prompts: int) -> Iterator[str]:
     v, s = report.verdict, report.summary
-    yield f"detllm report: {v.classification} across {count(s.runs, 'run')} of {count(s.prompts, 'prompt')}"
+    yield f"detllm report: {escape(v.classification)} across {count(s.runs, 'run')} of {count(s.prompts, 'prompt')}"
     yield (
         f"Tier 1: {tier_word(v.tier1)}   Tier 2: {tier_word(v.tier2)}   "
         f"exit status {report.exit_code()} (judged at Tier {report.options.tier})"
@@ -81,11 +84,11 @@ def _text(report: AggregateReport, max_prompts: int) -> Iterator[str]:
     yield ""
     yield "Setup: fields that vary across runs" + ("" if report.setup.varying else ": none")
     for variation in report.setup.varying:
-        field = clip(variation.field, WIDTH - 4)
+        field = clip(escape(variation.field), WIDTH - 4)
         if len(field) > 24:
             yield f"  {field}"
             field = ""
-        yield f"  {pad(field, 24)} {pad(clip(_variation(variation), 40), 40)} {variation.category}"
+        yield f"  {pad(field, 24)} {pad(clip(escape(_variation(variation)), 40), 40)} {escape(variation.category)}"
     yield from paragraph(f"Attribution: {report.setup.attribution.cause}. {report.setup.attribution.text}")
     yield ""
     shown = sorted(report.prompts, key=lambda p: (p.completions == 1 and not p.missing, p.prompt_id))[: max_prompts * 2]
@@ -95,7 +98,7 @@ def _text(report: AggregateReport, max_prompts: int) -> Iterator[str]:
         groups = "n/a" if p.logprob_groups is None else str(p.logprob_groups)
         yield (
             f"  {pad(clip(escape(p.prompt_id), 24), 24)} {p.completions:>11} {f'{p.majority_runs}/{s.runs}':>9} "
-            f"{groups:>9}  {p.classification}"
+            f"{groups:>9}  {escape(p.classification)}"
         )
     if len(report.prompts) > len(shown):
         yield f"  ... and {len(report.prompts) - len(shown)} more prompts, each with one completion"
@@ -107,15 +110,15 @@ def _text(report: AggregateReport, max_prompts: int) -> Iterator[str]:
         yield "Where completions split"
         for p in interesting[:max_prompts]:
             if p.split is not None:
-                context = tokens_text(p.split.context)
+                context = raw_tokens_text(p.split.context)
                 if p.split.index > len(p.split.context):
                     context = "..." + context
                 lead = f' ("{clip(context, 30, left=True)}")' if context else ""
-                yield from paragraph(f"{escape(p.prompt_id)}: {p.split.text}{lead}", "  ")
+                yield from paragraph(f"{p.prompt_id}: {p.split.text}{lead}", "  ")
                 for variant in p.variants[1:]:
                     c = variant.comparison
                     where = f" at token {variant.first_divergence}" if variant.first_divergence is not None else ""
-                    yield f"    runs {run_ranges(variant.runs)}: {c.classification if c else '?'}{where}"
+                    yield f"    runs {run_ranges(variant.runs)}: {escape(c.classification) if c else '?'}{where}"
             if p.missing:
                 yield f"  {escape(p.prompt_id)}: missing from runs {run_ranges(p.missing)}"
         if len(interesting) > max_prompts:
@@ -138,7 +141,7 @@ def _text(report: AggregateReport, max_prompts: int) -> Iterator[str]:
             yield ""
             k = min(report.runs[variant.reference_run].top_k, report.runs[variant.run].top_k)
             title = (
-                f'Prompt "{escape(p.prompt_id)}", runs {run_ranges(variant.runs)} against the majority '
+                f'Prompt "{p.prompt_id}", runs {run_ranges(variant.runs)} against the majority '
                 f"(left: run {variant.reference_run}, right: run {variant.run}): {c.classification} at token "
                 f"{c.divergence.index}"
             )
@@ -152,23 +155,23 @@ def render_aggregate_markdown(report: AggregateReport, *, max_prompts: int = DEF
 
 def _markdown(report: AggregateReport, max_prompts: int) -> Iterator[str]:
     v, s = report.verdict, report.summary
-    yield f"### detLLM report: `{v.classification}` across {count(s.runs, 'run')} of {count(s.prompts, 'prompt')}"
+    yield f"### detLLM report: {code(v.classification)} across {count(s.runs, 'run')} of {count(s.prompts, 'prompt')}"
     yield ""
     yield f"**Tier 1: {tier_word(v.tier1)} · Tier 2: {tier_word(v.tier2)}** (judged at Tier {report.options.tier})"
     yield ""
-    yield v.text
+    yield cell(v.text)
     yield ""
     for note in report.notes:
-        yield f"Note: {note}"
+        yield f"Note: {cell(note)}"
         yield ""
     a = report.setup.attribution
-    yield f"**Setup.** Attribution: `{a.cause}`. {a.text}"
+    yield f"**Setup.** Attribution: {code(a.cause)}. {cell(a.text)}"
     yield ""
     if report.setup.varying:
         yield "| field | values (runs) | kind |"
         yield "|---|---|---|"
         for variation in report.setup.varying:
-            yield f"| {code(variation.field)} | {cell(_variation(variation))} | {variation.category} |"
+            yield f"| {code(variation.field)} | {cell(_variation(variation))} | {cell(variation.category)} |"
         yield ""
     yield "| prompt | completions | majority | logprob vectors | classification | split |"
     yield "|---|---:|---:|---:|---|---|"
@@ -177,7 +180,7 @@ def _markdown(report: AggregateReport, max_prompts: int) -> Iterator[str]:
     for p in shown:
         groups = "n/a" if p.logprob_groups is None else str(p.logprob_groups)
         split = cell(p.split.text) if p.split is not None else ""
-        yield f"| {code(p.prompt_id)} | {p.completions} | {p.majority_runs}/{s.runs} | {groups} | `{p.classification}` | {split} |"
+        yield f"| {code(p.prompt_id)} | {p.completions} | {p.majority_runs}/{s.runs} | {groups} | {code(p.classification)} | {split} |"
     if stable:
         yield f"| {count(stable, 'other prompt')} | 1 | {s.runs}/{s.runs} | | | |"
     yield ""
@@ -198,7 +201,7 @@ def _markdown(report: AggregateReport, max_prompts: int) -> Iterator[str]:
             k = min(report.runs[variant.reference_run].top_k, report.runs[variant.run].top_k)
             title = (
                 f"#### {code(p.prompt_id)}, runs {run_ranges(variant.runs)} against the majority "
-                f"(left: run {variant.reference_run}, right: run {variant.run}): `{c.classification}` at token "
+                f"(left: run {variant.reference_run}, right: run {variant.run}): {code(c.classification)} at token "
                 f"{c.divergence.index}"
             )
             yield from divergence_md(c, report.options.near_tie_factor, k, title=title)

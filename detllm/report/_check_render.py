@@ -9,9 +9,12 @@ from ..diff import PromptResult
 from ..diff._numbers import count
 from ._aggregate_render import MAX_RUNS_LISTED
 from ._check_model import CheckComparison, CheckDivergence, CheckPrompt, CheckReport
-from ._markdown import cell, code, divergence_md
+from .._escape import code
+from .._escape import markdown as cell
+from .._escape import text as escape
+from ._markdown import divergence_md
 from ._text import DEFAULT_MAX_PROMPTS, WIDTH, divergence_lines, drift_summary, paragraph, tier_word
-from ._text_util import clip, escape, pad
+from ._text_util import clip, pad
 
 CLAIMS = {"tier2": "Tier 2", "tier1": "Tier 1", "none": "none"}
 
@@ -55,7 +58,7 @@ def _setting_lines(report: CheckReport) -> tuple[str, str, str]:
 def _labelled(label: str, text: str) -> list[str]:
     """``  label        text`` wrapped under its own start."""
     head = "  " + pad(label, 13)
-    return textwrap.wrap(text, WIDTH - 1, initial_indent=head, subsequent_indent=" " * len(head), break_on_hyphens=False)
+    return textwrap.wrap(escape(text), WIDTH - 1, initial_indent=head, subsequent_indent=" " * len(head), break_on_hyphens=False)
 
 
 def _tokens_cell(c: CheckComparison) -> str:
@@ -115,7 +118,7 @@ def render_check_text(report: CheckReport, *, max_prompts: int = DEFAULT_MAX_PRO
 
 def _text(report: CheckReport, max_prompts: int) -> Iterator[str]:
     v, s = report.verdict, report.summary
-    yield f"detllm check: {v.classification}"
+    yield f"detllm check: {escape(v.classification)}"
     yield _questions(report)
     yield _status_line(report)
     yield ""
@@ -135,7 +138,7 @@ def _text(report: CheckReport, max_prompts: int) -> Iterator[str]:
         incomplete = " INCOMPLETE" if not run.trace.complete else ""
         yield (
             f"  {i:>3}  {pad(clip(escape(run.trace.path), 32, left=True), 32)} {run.batch_size:>5}  "
-            f"{pad(clip(run.composition, 14), 14)} {moved:>5}  {'own' if run.isolated else 'check'}{incomplete}"
+            f"{pad(clip(escape(run.composition), 14), 14)} {moved:>5}  {'own' if run.isolated else 'check'}{incomplete}"
         )
     if len(report.runs) > MAX_RUNS_LISTED:
         yield f"  ... and {len(report.runs) - MAX_RUNS_LISTED} more (all are in the JSON report)"
@@ -146,8 +149,8 @@ def _text(report: CheckReport, max_prompts: int) -> Iterator[str]:
     for c in report.comparisons[:MAX_RUNS_LISTED]:
         name = clip(escape(report.runs[c.right].name), 20)
         yield (
-            f"  {c.right:>3}  {pad(name, 20)} {pad(c.question, 9)} {pad(_tokens_cell(c), 11)} "
-            f"{pad(_logprobs_cell(c), 10)} {c.classification}"
+            f"  {c.right:>3}  {pad(name, 20)} {pad(escape(c.question), 9)} {pad(_tokens_cell(c), 11)} "
+            f"{pad(_logprobs_cell(c), 10)} {escape(c.classification)}"
         )
     if len(report.comparisons) > MAX_RUNS_LISTED:
         yield f"  ... and {len(report.comparisons) - MAX_RUNS_LISTED} more (all are in the JSON report)"
@@ -158,7 +161,7 @@ def _text(report: CheckReport, max_prompts: int) -> Iterator[str]:
     for p in report.prompts[: max_prompts * 2]:
         yield (
             f"  {pad(clip(escape(p.prompt_id), 24), 24)} {p.completions:>11}  "
-            f"{pad(p.repeat or '-', 19)} {p.batch or '-'}"
+            f"{pad(escape(p.repeat or '-'), 19)} {escape(p.batch or '-')}"
         )
     if len(report.prompts) > max_prompts * 2:
         yield f"  ... and {len(report.prompts) - max_prompts * 2} more (all are in the JSON report)"
@@ -170,7 +173,7 @@ def _text(report: CheckReport, max_prompts: int) -> Iterator[str]:
         yield "Where completions split"
         for p in splits[:max_prompts]:
             assert p.split is not None
-            yield from paragraph(f"{escape(p.prompt_id)}: {p.split.text}", "  ")
+            yield from paragraph(f"{p.prompt_id}: {p.split.text}", "  ")
         if len(splits) > max_prompts:
             yield f"  ... and {len(splits) - max_prompts} more prompts"
     for prompt, d in _shown(report, max_prompts):
@@ -180,7 +183,7 @@ def _text(report: CheckReport, max_prompts: int) -> Iterator[str]:
         left, right = report.runs[c.left], report.runs[c.right]
         yield ""
         title = (
-            f'Prompt "{escape(prompt.prompt_id)}", {right.name} against {left.name}: {result.classification} '
+            f'Prompt "{prompt.prompt_id}", {right.name} against {left.name}: {result.classification} '
             f"at token {result.divergence.index} (left {result.divergence.left.length} tokens, "
             f"right {result.divergence.right.length})"
         )
@@ -211,7 +214,7 @@ def render_check_markdown(report: CheckReport, *, max_prompts: int = DEFAULT_MAX
 
 def _markdown(report: CheckReport, max_prompts: int) -> Iterator[str]:
     v = report.verdict
-    yield f"### detLLM check: `{v.classification}`"
+    yield f"### detLLM check: {code(v.classification)}"
     yield ""
     if v.tier1 is None:
         repeat = "Repeatability: not asked"
@@ -221,17 +224,17 @@ def _markdown(report: CheckReport, max_prompts: int) -> Iterator[str]:
     lowered = ", lowered: determinism incomplete" if v.downgraded else ""
     yield f"**{repeat} · batch invariant: {batch}** (judged at Tier {report.options.tier}; claim: {CLAIMS[v.claim]}{lowered})"
     yield ""
-    yield v.text
+    yield cell(v.text)
     yield ""
     for note in report.notes:
-        yield f"Note: {note}"
+        yield f"Note: {cell(note)}"
         yield ""
     model, runs, determinism = _setting_lines(report)
     yield "| | |"
     yield "|---|---|"
-    yield f"| model | {model} |"
-    yield f"| runs | {runs} |"
-    yield f"| determinism | {determinism} |"
+    yield f"| model | {cell(model)} |"
+    yield f"| runs | {cell(runs)} |"
+    yield f"| determinism | {cell(determinism)} |"
     yield ""
     yield "| run | trace | batch | composition | moved | process | question | tokens | logprobs | classification |"
     yield "|---:|---|---:|---|---:|---|---|---|---|---|"
@@ -240,12 +243,12 @@ def _markdown(report: CheckReport, max_prompts: int) -> Iterator[str]:
         c = by_right.get(i)
         moved = "" if run.neighbours_changed is None else str(run.neighbours_changed)
         compared = (
-            f"{c.question} | {_tokens_cell(c)} | {_logprobs_cell(c)} | `{c.classification}`"
+            f"{cell(c.question)} | {_tokens_cell(c)} | {_logprobs_cell(c)} | {code(c.classification)}"
             if c is not None
             else "baseline | | |"
         )
         yield (
-            f"| {i} | {code(run.trace.path)} | {run.batch_size} | {run.composition} | {moved} | "
+            f"| {i} | {code(run.trace.path)} | {run.batch_size} | {cell(run.composition)} | {moved} | "
             f"{'own' if run.isolated else 'check'} | {compared} |"
         )
     if len(report.runs) > MAX_RUNS_LISTED:
@@ -255,8 +258,8 @@ def _markdown(report: CheckReport, max_prompts: int) -> Iterator[str]:
     yield "|---|---:|---|---|---|"
     for p in report.prompts[: max_prompts * 2]:
         split = cell(p.split.text) if p.split is not None else ""
-        repeat_cell = f"`{p.repeat}`" if p.repeat else "-"
-        batch_cell = f"`{p.batch}`" if p.batch else "-"
+        repeat_cell = code(p.repeat) if p.repeat else "-"
+        batch_cell = code(p.batch) if p.batch else "-"
         yield f"| {code(p.prompt_id)} | {p.completions} | {repeat_cell} | {batch_cell} | {split} |"
     if len(report.prompts) > max_prompts * 2:
         yield f"| ... {len(report.prompts) - max_prompts * 2} more | | | | |"
@@ -271,14 +274,14 @@ def _markdown(report: CheckReport, max_prompts: int) -> Iterator[str]:
         assert result.divergence is not None
         left, right = report.runs[c.left], report.runs[c.right]
         title = (
-            f"#### {code(prompt.prompt_id)}, {right.name} against {left.name}: `{result.classification}` "
+            f"#### {code(prompt.prompt_id)}, {cell(right.name)} against {cell(left.name)}: {code(result.classification)} "
             f"at token {result.divergence.index}"
         )
         k = min(left.trace.top_k, right.trace.top_k)
         yield from divergence_md(result, report.options.near_tie_factor, k, title=title)
         others = [_where(report, o) for o in prompt.divergences if o is not d and o.result.status != "logprobs_differ"]
         if others:
-            yield "Also against run 0: " + "; ".join(others) + "."
+            yield cell("Also against run 0: " + "; ".join(others) + ".")
             yield ""
     hidden = _diverging_prompts(report) - len(shown)
     if hidden > 0:
@@ -291,7 +294,7 @@ def _markdown(report: CheckReport, max_prompts: int) -> Iterator[str]:
         yield "| prompt | run | drift |"
         yield "|---|---|---|"
         for prompt, result, c in drifted:
-            yield f"| {code(prompt.prompt_id)} | {report.runs[c.right].name} | {cell(drift_summary(result, short=True))} |"
+            yield f"| {code(prompt.prompt_id)} | {cell(report.runs[c.right].name)} | {cell(drift_summary(result, short=True))} |"
         if total > len(drifted):
             yield f"| ... {total - len(drifted)} more | | |"
         yield ""

@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from .._io import open_regular
+from .._json_errors import REPEATED_MEMBER, duplicate_member
 from ..diff import DiffReport
 from ..diff._report import check_preamble
 from ..errors import InputError, TraceFormatError
@@ -23,15 +25,17 @@ def load_report(path: str | os.PathLike[str]) -> DiffReport | AggregateReport | 
     """
     name = os.fspath(path)
     try:
-        data = Path(name).read_bytes()
-    except IsADirectoryError:
-        raise InputError(f"{name}: is a directory, not a report file") from None
+        with open_regular(name, "report") as file:
+            data = file.read()
     except OSError as exc:
         raise InputError(f"{name}: {exc.strerror or exc}") from None
     try:
         document: Any = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise TraceFormatError(name, exc.lineno, "-", f"not valid JSON ({exc.msg})") from None
+    repeated = duplicate_member(data)
+    if repeated is not None:
+        raise TraceFormatError(name, 0, repeated, REPEATED_MEMBER)
     kind = check_preamble(document, name, ("diff", "aggregate", "check"))
     if kind == "diff":
         return DiffReport.from_dict(document, path=name)

@@ -7,30 +7,21 @@ from collections.abc import Iterator
 
 from ..diff import DiffReport, PromptResult, Side, Token, TraceInfo
 from ..diff._numbers import count, num
+from .._escape import code
+from .._escape import markdown as cell
 from ._text import DEFAULT_MAX_PROMPTS, collect_prompts, lp, tier_word
-from ._text_util import escape, tokens_text
+from ._text_util import raw_tokens_text
 
-
-def cell(text: str) -> str:
-    """Text for a table cell: pipes escaped, line breaks as <br>."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>")
-
-
-def code(text: str) -> str:
-    """``text`` as an inline code span that survives tables (pipes escaped)."""
-    fence = "`"
-    while fence in text:
-        fence += "`"
-    padding = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{padding}{text}{padding}{fence}".replace("|", "\\|")
+__all__ = ["cell", "code", "divergence_md", "render_diff_markdown", "tok", "value"]
+"""``cell`` and ``code`` are :mod:`detllm._escape`'s ``markdown`` and ``code``."""
 
 
 def tok(t: Token | None) -> str:
     if t is None:
         return "(none)"
     if t.text is None:
-        return f"<{t.id}>"
-    return code('"' + escape(t.text).replace('"', '\\"') + '"') + f" ({t.id})"
+        return f"&lt;{t.id}&gt;"
+    return code('"' + t.text + '"') + f" ({t.id})"
 
 
 def value(v: object, absent: bool) -> str:
@@ -44,17 +35,17 @@ def _trace_rows(left: TraceInfo, right: TraceInfo) -> Iterator[str]:
     yield "|---|---|---|"
     rows = [
         ("trace", code(left.path), code(right.path)),
-        ("created", left.created_at, right.created_at),
-        ("backend", left.backend, right.backend),
+        ("created", cell(left.created_at), cell(right.created_at)),
+        ("backend", cell(left.backend), cell(right.backend)),
         ("model", code(left.model), code(right.model)),
-        ("dtype / device", f"{left.dtype} / {left.device}", f"{right.dtype} / {right.device}"),
+        ("dtype / device", cell(f"{left.dtype} / {left.device}"), cell(f"{right.dtype} / {right.device}")),
         ("batch size", str(left.batch_size), str(right.batch_size)),
         ("decoding", "sampling" if left.do_sample else "greedy", "sampling" if right.do_sample else "greedy"),
-        ("logprobs", f"{left.logprobs}, top-{left.top_k}", f"{right.logprobs}, top-{right.top_k}"),
+        ("logprobs", cell(f"{left.logprobs}, top-{left.top_k}"), cell(f"{right.logprobs}, top-{right.top_k}")),
         ("rows", f"{left.rows}{'' if left.complete else ' (incomplete)'}", f"{right.rows}{'' if right.complete else ' (incomplete)'}"),
     ]
     for name, a, b in rows:
-        yield f"| {name} | {cell(a) if not a.startswith('`') else a} | {cell(b) if not b.startswith('`') else b} |"
+        yield f"| {name} | {a} | {b} |"
 
 
 def _side_cells(side: Side) -> dict[str, str]:
@@ -66,7 +57,7 @@ def _side_cells(side: Side) -> dict[str, str]:
         "logprob": lp(side.logprob),
         "on the other side": other,
         "top1 - top2 margin": num(side.margin),
-        "continues": code('"' + tokens_text(side.continuation) + '"') if side.continuation else "",
+        "continues": code('"' + raw_tokens_text(side.continuation) + '"') if side.continuation else "",
     }
 
 
@@ -74,11 +65,11 @@ def divergence_md(result: PromptResult, factor: float, k: int, title: str | None
     """One prompt's first divergence: context, both sides, the top-k table, the evidence."""
     d = result.divergence
     assert d is not None
-    yield title or f"#### {code(result.prompt_id)}: {result.classification} at token {d.index}"
+    yield title or f"#### {code(result.prompt_id)}: {cell(result.classification)} at token {d.index}"
     yield ""
     if d.context:
         start = "..." if d.context_start > 0 else ""
-        yield f"Common context (tokens {d.context_start}-{d.index - 1}): {code(start + chr(34) + tokens_text(d.context) + chr(34))}"
+        yield f"Common context (tokens {d.context_start}-{d.index - 1}): {code(start + chr(34) + raw_tokens_text(d.context) + chr(34))}"
         yield ""
     left, right = _side_cells(d.left), _side_cells(d.right)
     yield "| | left | right |"
@@ -103,17 +94,17 @@ def divergence_md(result: PromptResult, factor: float, k: int, title: str | None
     if result.evidence is not None:
         e = result.evidence
         if e.gap is not None and e.tolerance is not None:
-            relation = "<=" if e.gap <= e.tolerance else ">"
+            relation = "&lt;=" if e.gap <= e.tolerance else "&gt;"
             bound = "at least " if e.gap_is_bound else ""
             yield (
                 f"Gap {bound}{num(e.gap)} {relation} tolerance {num(e.tolerance)} "
                 f"({factor:g} x noise {num(e.noise)}, from the {e.noise_source})."
             )
             yield ""
-        yield f"> {e.reason}"
+        yield f"> {cell(e.reason)}"
         yield ""
     for note in result.notes:
-        yield f"Note: {note}"
+        yield f"Note: {cell(note)}"
         yield ""
 
 
@@ -139,14 +130,14 @@ def render_diff_markdown(report: DiffReport, *, max_prompts: int = DEFAULT_MAX_P
 
 def _lines(report: DiffReport, max_prompts: int) -> Iterator[str]:
     v = report.verdict
-    yield f"### detLLM diff: `{v.classification}`"
+    yield f"### detLLM diff: {code(v.classification)}"
     yield ""
     yield f"**Tier 1: {tier_word(v.tier1)} · Tier 2: {tier_word(v.tier2)}** (judged at Tier {report.options.tier})"
     yield ""
-    yield v.text
+    yield cell(v.text)
     yield ""
     for note in report.notes:
-        yield f"Note: {note}"
+        yield f"Note: {cell(note)}"
         yield ""
     yield from _trace_rows(report.left, report.right)
     yield ""
@@ -154,16 +145,16 @@ def _lines(report: DiffReport, max_prompts: int) -> Iterator[str]:
     yield "|---|---:|"
     for name, n in report.summary.classifications.items():
         if n:
-            yield f"| `{name}` | {n} |"
+            yield f"| {code(name)} | {n} |"
     yield ""
     setup = report.setup
-    yield f"**Setup differences.** Attribution: `{setup.attribution.cause}`. {setup.attribution.text}"
+    yield f"**Setup differences.** Attribution: {code(setup.attribution.cause)}. {cell(setup.attribution.text)}"
     yield ""
     if setup.differences:
         yield "| field | left | right | kind |"
         yield "|---|---|---|---|"
         for d in setup.differences:
-            kind = d.category + (f": {cell(d.note)}" if d.note and d.category == "ignored" else "")
+            kind = cell(d.category) + (f": {cell(d.note)}" if d.note and d.category == "ignored" else "")
             yield f"| {code(d.field)} | {value(d.left, d.absent == 'left')} | {value(d.right, d.absent == 'right')} | {kind} |"
         yield ""
     detailed, drifted, unmatched = collect_prompts(report, max_prompts)
@@ -179,7 +170,7 @@ def _lines(report: DiffReport, max_prompts: int) -> Iterator[str]:
                 yield f"#### {code(result.prompt_id)}: input_mismatch"
                 yield ""
                 if result.evidence is not None:
-                    yield f"> {result.evidence.reason}"
+                    yield f"> {cell(result.evidence.reason)}"
                     yield ""
         total = statuses["tokens_diverge"] + statuses["stopped_early"] + statuses["inputs_differ"]
         if total > len(detailed):

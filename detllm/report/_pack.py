@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from .._escape import code, code_block, markdown
 from ..capture.backend import Prompt
 from ..capture.prompts import prompt_lines
 from ..capture.runner import ENV_FILE, RUN_CONFIG_FILE, TRACE_FILE, RunConfig, check_directory
@@ -95,7 +98,19 @@ def make_pack(
             f"{base}: no prompt diverges from run 0 in its {what} (Tier {tier}); nothing to pack "
             "(--all packs every prompt)"
         )
+    listed = set(all_ids)
+    unlisted = [k for k in keep if k not in listed]
+    if unlisted:
+        raise InputError(f"{config_path}: prompt {unlisted[0]!r} of the check's traces is not in its prompts")
     directory = check_directory(out)
+    with _removed_on_failure(directory):
+        return _write_check_pack(base, directory, document, plan, report, keep, all_ids, tier)
+
+
+def _write_check_pack(
+    base: Path, directory: Path, document: dict[str, Any], plan: Any, report: CheckReport,
+    keep: list[str], all_ids: list[str], tier: int,
+) -> PackResult:  # fmt: skip
     directory.mkdir(parents=True, exist_ok=True)
     (directory / TRACES_DIR).mkdir()
     wanted = set(keep)
@@ -144,6 +159,11 @@ def _pack_run(base: Path, out: Path, document: dict[str, Any], all_prompts: bool
     if not trace.is_file():
         raise InputError(f"{base}: no {TRACE_FILE}")
     directory = check_directory(out)
+    with _removed_on_failure(directory):
+        return _write_run_pack(base, directory, document, trace)
+
+
+def _write_run_pack(base: Path, directory: Path, document: dict[str, Any], trace: Path) -> PackResult:
     directory.mkdir(parents=True, exist_ok=True)
     ids = [p["id"] for p in document.get("prompts", [])]
     _filter_trace(trace, directory / TRACE_FILE, set(ids))
@@ -158,10 +178,11 @@ def _pack_run(base: Path, out: Path, document: dict[str, Any], all_prompts: bool
     ]  # fmt: skip
     text = (
         f"# detLLM repro pack\n\n"
-        f"The run in `{base}`: {len(ids)} prompts (`{PROMPT_FILE}`), its settings (`{RUN_CONFIG_FILE}`), "
+        f"The run in {code(str(base))}: {len(ids)} prompts (`{PROMPT_FILE}`), its settings (`{RUN_CONFIG_FILE}`), "
         f"environment (`{ENV_FILE}`), determinism controls (`{DETERMINISM_FILE}`) and trace (`{TRACE_FILE}`).\n\n"
         "## Run it again\n\n"
-        f"```sh\n{shlex.join(command)}\ndetllm diff {TRACE_FILE} again/{TRACE_FILE}\n```\n\n"
+        + code_block([shlex.join(command), f"detllm diff {TRACE_FILE} again/{TRACE_FILE}"], "sh")
+        + "\n\n"
         "`detllm diff` exits 0 when the two traces agree, 1 when they do not; its report shows the first "
         "divergent token of each prompt and what it is consistent with.\n"
     )
@@ -169,14 +190,41 @@ def _pack_run(base: Path, out: Path, document: dict[str, Any], all_prompts: bool
     return PackResult(directory=directory, prompts=ids, total=len(ids), report=None, command=command)
 
 
+@contextmanager
+def _removed_on_failure(directory: Path) -> Iterator[None]:
+    """Remove what was written in ``directory`` (absent or empty before) when the block fails."""
+    existed = directory.exists()
+    try:
+        yield
+    except BaseException:
+        if existed:
+            for child in directory.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
 def _filter_trace(source: Path, target: Path, wanted: set[str]) -> None:
-    """Copy ``source`` to ``target`` with only the rows of ``wanted`` prompts."""
+    """Copy ``source`` to ``target`` with only the rows of ``wanted`` prompts, every one of them."""
+    written: set[str] = set()
     with open_trace(source) as reader:
         header = reader.header
         with TraceWriter(target, header) as writer:
             for row in reader:
                 if row.prompt_id in wanted:
                     writer.write(row)
+                    written.add(row.prompt_id)
+            missing = sorted(wanted - written)
+            if missing:
+                raise InputError(
+                    f"{source}: has no row for prompt {missing[0]!r}"
+                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                    + f", which {RUN_CONFIG_FILE} lists"
+                )
 
 
 def _prompts(records: list[dict[str, Any]]) -> list[Prompt]:
@@ -215,8 +263,8 @@ def _check_readme(
     lines = [
         "# detLLM repro pack",
         "",
-        f"Cut from the check in `{base}`: the {len(keep)} of {total} prompts that diverge from run 0 "
-        f"at Tier {tier} ({', '.join(f'`{k}`' for k in keep[:20])}{' ...' if len(keep) > 20 else ''}).",
+        f"Cut from the check in {code(str(base))}: the {len(keep)} of {total} prompts that diverge from run 0 "
+        f"at Tier {tier} ({', '.join(code(k) for k in keep[:20])}{' ...' if len(keep) > 20 else ''}).",
         "",
         f"- `{PROMPT_FILE}`: the prompts; `{RUN_CONFIG_FILE}`: the check's settings (its `command` is the "
         "one that made the original check, on every prompt)",
@@ -226,31 +274,26 @@ def _check_readme(
         "",
         "## What was found",
         "",
-        report.verdict.text,
+        markdown(report.verdict.text),
         "",
         "## Reproduce",
         "",
         "Run the check again on these prompts with the same settings:",
         "",
-        "```sh",
-        shlex.join(command),
-        "```",
+        code_block([shlex.join(command)], "sh"),
         "",
         "Then compare the new runs with these (exit status 0: the same; 1: they differ):",
         "",
-        "```sh",
-        f"detllm diff {first} again/{first}",
-        "detllm report again",
-        "```",
+        code_block([f"detllm diff {first} again/{first}", "detllm report again"], "sh"),
         "",
         "Batches are made of these prompts alone: at a batch size above 1 each prompt has other "
         "batch-mates than in the original check, and a divergence that depends on its neighbours may "
         f"not come back. The original check, on all {total} prompts, ran: "
-        f"`{shlex.join(_original_command(base))}`.",
+        f"{code(shlex.join(_original_command(base)))}.",
         "",
     ]
     if comparisons:
-        lines += ["The divergences in this pack:", "", "```sh", *comparisons, "```", ""]
+        lines += ["The divergences in this pack:", "", code_block(comparisons, "sh"), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

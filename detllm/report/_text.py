@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 from ..diff import DiffReport, Divergence, HeaderDifference, PromptResult, Side, TraceInfo
 from ..diff._numbers import count, num
-from ._text_util import clip, columns, escape, pad, token, tokens_text, wrap
+from .._escape import text as escape
+from ._text_util import clip, columns, pad, token, tokens_text, wrap
 
 WIDTH = 80
 COLUMN = 37
@@ -19,7 +20,8 @@ DEFAULT_MAX_PROMPTS = 10
 
 
 def paragraph(text: str, indent: str = "  ") -> list[str]:
-    return textwrap.wrap(text, WIDTH - 1, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False) or [""]
+    """``text`` (unescaped: it may hold what a trace or report file said) escaped and wrapped."""
+    return textwrap.wrap(escape(text), WIDTH - 1, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False) or [""]
 
 
 def tier_word(value: bool | None) -> str:
@@ -36,14 +38,19 @@ def describe(info: TraceInfo) -> str:
     return " | ".join(parts)
 
 
-def value_text(value: object, absent: bool) -> str:
+def value_raw(value: object, absent: bool) -> str:
+    """A setting's value as a trace has it, unescaped: strings as they are, others as JSON."""
     if absent:
         return "(absent)"
     if value is None:
         return "null"
     if isinstance(value, str):
-        return escape(value)
+        return value
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def value_text(value: object, absent: bool) -> str:
+    return escape(value_raw(value, absent))
 
 
 def setup_lines(differences: list[HeaderDifference], attribution_cause: str, attribution_text: str) -> list[str]:
@@ -55,7 +62,7 @@ def setup_lines(differences: list[HeaderDifference], attribution_cause: str, att
         for d in differences:
             left = clip(value_text(d.left, d.absent == "left"), 20)
             right = clip(value_text(d.right, d.absent == "right"), 20)
-            field = clip(d.field, WIDTH - 4)
+            field = clip(escape(d.field), WIDTH - 4)
             if len(field) > 24:  # a long field name gets a line of its own
                 lines.append(f"  {field}")
                 field = ""
@@ -87,7 +94,7 @@ def count_lines(report: DiffReport) -> list[str]:
 
 def _token_line(side: Side) -> str:
     if side.token is None:
-        return f"(stopped after {side.length} tokens: {side.finish_reason})"
+        return f"(stopped after {side.length} tokens: {escape(side.finish_reason)})"
     return f"{token(side.token)} (id {side.token.id})"
 
 
@@ -275,7 +282,7 @@ def _diff_lines(report: DiffReport, max_prompts: int) -> Iterator[str]:
     if unmatched:
         yield ""
         for side in ("left", "right"):
-            ids = [escape(r.prompt_id) for r in unmatched if r.status == f"{side}_only"]
+            ids = [r.prompt_id for r in unmatched if r.status == f"{side}_only"]
             total = statuses[f"{side}_only"]
             if total:
                 more = f", ... ({total - len(ids)} more)" if total > len(ids) else ""

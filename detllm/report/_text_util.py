@@ -5,22 +5,10 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 
+from .._escape import text as escape
 from ..diff import Token
 
-_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
-
-
-def escape(text: str) -> str:
-    """Control characters and backslashes escaped, everything else as is."""
-    out = []
-    for ch in text:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+__all__ = ["clip", "columns", "escape", "pad", "raw_tokens_text", "token", "tokens_text", "width", "wrap"]
 
 
 def token(tok: Token | None) -> str:
@@ -35,6 +23,11 @@ def token(tok: Token | None) -> str:
 def tokens_text(tokens: Iterable[Token]) -> str:
     """Tokens run together as text; a token without text shows as ``<id>``."""
     return "".join(escape(t.text) if t.text is not None else f"<{t.id}>" for t in tokens)
+
+
+def raw_tokens_text(tokens: Iterable[Token]) -> str:
+    """:func:`tokens_text` before escaping, for a format that escapes in its own way."""
+    return "".join(t.text if t.text is not None else f"<{t.id}>" for t in tokens)
 
 
 def char_width(ch: str) -> int:

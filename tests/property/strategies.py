@@ -63,3 +63,45 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
     max_leaves=10,
 )
+
+
+ATTACKS = [
+    "\x1b[2J\x1b[H",  # clear the screen
+    "\x1b[31mred\x1b[0m",  # restyle it
+    "\x1b]8;;https://evil.example\x07link\x1b]8;;\x07",  # a terminal hyperlink
+    "bell\x07",
+    "over\bwrite",
+    "carriage\rreturn",
+    "new\nline",
+    "c1 \x9b31m csi",
+    "del\x7f",
+    "rtl \u202eoverride\u202c",
+    "isolate \u2066x\u2069",
+    "zero\u200bwidth \u200f mark \ufeff bom",
+    "line\u2028para\u2029sep",
+    "tag \U000e0041 char",
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    "</details>",
+    "# heading",
+    "x\n# heading",
+    "\n| injected | row |\n",
+    "[link](https://evil.example)",
+    "![image](https://evil.example/x.png)",
+    "*bold* _em_ ~~strike~~",
+    "a | b | c",
+    "`code` `` break ``` out",
+    "&amp; &lt;",
+    "\"quoted\" 'single'",
+    "- list",
+    "1. ordered",
+    "back\\slash\\",
+]
+"""Strings a hostile trace, report or file name can carry: each was once rendered raw."""
+
+hostile_texts = st.one_of(
+    st.sampled_from(ATTACKS),
+    st.text(max_size=16),
+    st.lists(st.sampled_from(ATTACKS) | st.text(max_size=4), min_size=1, max_size=4).map("".join),
+)
+"""Arbitrary strings, the attack corpus, and mixtures of the two."""
