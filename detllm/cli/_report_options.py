@@ -63,12 +63,12 @@ def options_from(args: argparse.Namespace) -> DiffOptions:
     )
 
 
-def emit(report: Any, args: argparse.Namespace) -> None:
-    """Print the report in the chosen format and write ``--out``."""
+def emit(report: Any, args: argparse.Namespace, *, command: list[str] | None = None) -> None:
+    """Print the report in the chosen format and write ``--out`` (``command``: for the HTML page)."""
     if args.out:
-        write_report_dir(report, args.out, max_prompts=args.max_prompts)
+        write_report_dir(report, args.out, max_prompts=args.max_prompts, command=command)
     if not args.quiet:
-        print_report(report, args)
+        print_report(report, args, command=command)
 
 
 def print_report(report: Any, args: argparse.Namespace, *, command: list[str] | None = None) -> None:

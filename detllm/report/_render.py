@@ -107,7 +107,7 @@ def write_report_dir(
     with _atomic(directory / "report.md") as out:
         out.write(render_markdown(report, max_prompts=max_prompts).encode())
     if command is None and report.kind == "check":
-        command = _recorded_command(directory)
+        command = recorded_command(directory)
     with _atomic(directory / "report.html") as out:
         out.write(render_html(report, command=command).encode())
     head, entries = first_divergences(report)
@@ -116,7 +116,7 @@ def write_report_dir(
     return directory
 
 
-def _recorded_command(directory: Path) -> list[str] | None:
+def recorded_command(directory: Path) -> list[str] | None:
     """The ``command`` a check directory's ``run_config.json`` records, if any."""
     try:
         document = orjson.loads((directory / "run_config.json").read_bytes())
