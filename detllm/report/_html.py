@@ -295,9 +295,13 @@ def _grid_diff(report: DiffReport) -> tuple[list[str], Iterator[tuple[str, list[
         for r in report.prompts:
             index = r.divergence.index if r.divergence is not None else (r.inputs.index if r.inputs else None)
             at = f" at token {index}" if index is not None else ""
-            base = Cell("missing" if r.status == "right_only" else "baseline", None, f"{r.prompt_id}: left")
-            right = Cell("missing" if r.status == "left_only" else r.classification, index,
-                         f"{r.prompt_id}: right {r.classification}{at}")
+            if r.status == "right_only":
+                base = Cell("missing", None, f"{r.prompt_id}: no row in the left trace")
+            else:
+                base = Cell("baseline", None, f"{r.prompt_id}: left")
+            lacks = " (no row in the left trace)" if r.status == "right_only" else (
+                " (no row in the right trace)" if r.status == "left_only" else "")
+            right = Cell(r.classification, index, f"{r.prompt_id}: right {r.classification}{at}{lacks}")
             yield r.prompt_id, [base, right]
 
     return ["left", "right"], rows()

@@ -42,6 +42,9 @@ class PageLoad:
     exceptions: list[str] = field(default_factory=list)
     log_errors: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
+    """URLs the page asked for and the browser did not refuse (the page's own among them)."""
+    blocked: list[str] = field(default_factory=list)
+    """URLs asked for and refused before going out (``csp``, say), with the reason."""
 
 
 class Browser:
@@ -158,6 +161,7 @@ class Browser:
         self.call("Runtime.evaluate", {"expression": "new Promise(r => setTimeout(r, 200))", "awaitPromise": True},
                   session=session)
         load = PageLoad(url=url)
+        asked: dict[str, str] = {}
         for event in self._events:
             if event.get("sessionId") != session:
                 continue
@@ -169,7 +173,11 @@ class Browser:
             elif method == "Log.entryAdded" and params.get("entry", {}).get("level") in ("error", "warning"):
                 load.log_errors.append(params["entry"].get("text", ""))
             elif method == "Network.requestWillBeSent":
-                load.requests.append(params.get("request", {}).get("url", ""))
+                asked[params.get("requestId", "")] = params.get("request", {}).get("url", "")
+            elif method == "Network.loadingFailed" and params.get("blockedReason"):
+                refused = asked.pop(params.get("requestId", ""), "?")
+                load.blocked.append(f"{refused} ({params['blockedReason']})")
+        load.requests = list(asked.values())
         return Tab(self, session, target, load)
 
 
