@@ -28,7 +28,7 @@ def _y(value: float, low: float, high: float) -> float:
 
 
 def _x(index: float, last: float) -> float:
-    return _LEFT + (WIDTH - _LEFT - _RIGHT) * (index / last if last > 0 else 0.5)
+    return _LEFT + (WIDTH - _LEFT - _RIGHT - 24) * (index / last if last > 0 else 0.5)
 
 
 def drift_chart(result: PromptResult, esc: Escape) -> str:
