@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import json
 import shlex
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -148,8 +149,6 @@ def tokens(ts: Iterable[Token]) -> str:
 def value(v: Any, absent: bool) -> str:
     if absent:
         return "<i>(absent)</i>"
-    import json
-
     return "<code>" + esc(v if isinstance(v, str) else json.dumps(v, separators=(",", ":"), ensure_ascii=False)) + "</code>"
 
 
@@ -377,7 +376,8 @@ def _grid(report: Any, page: Page) -> Iterator[str]:
     yield '<ul class="legend" id="grid-legend">' + "".join(legend) + "</ul>"
     n_cols = min(len(columns), MAX_GRID_RUNS)
     out = ['<div class="gridwrap"><table class="grid" id="grid"><tr><th class="pid">prompt</th>']
-    out += [f'<th scope="col">{esc(c)}</th>' for c in columns[:n_cols]]
+    names = _run_names(report)
+    out += [f'<th scope="col" title="{esc(names[i])}">{esc(c)}</th>' for i, c in enumerate(columns[:n_cols])]
     out.append("</tr>")
     for prompt_id, cells in shown:
         out.append(f'<tr><td class="pid" title="{esc(prompt_id)}">{esc(prompt_id)}</td>')
@@ -396,6 +396,14 @@ def _grid(report: Any, page: Page) -> Iterator[str]:
                     + "; every prompt is in the JSON report.")
     if len(columns) > n_cols:
         yield _thin(page, f"The grid draws the first {n_cols} of {len(columns)} runs.")
+
+
+def _run_names(report: Any) -> list[str]:
+    if report.kind == "diff":
+        return [f"left: {report.left.path}", f"right: {report.right.path}"]
+    if report.kind == "check":
+        return [f"run {i}: {run.name}" for i, run in enumerate(report.runs)]
+    return [f"run {i}: {run.path}" for i, run in enumerate(report.runs)]
 
 
 def _thin(page: Page, text: str) -> str:

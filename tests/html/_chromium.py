@@ -145,21 +145,24 @@ class Browser:
 
     # -- pages ----------------------------------------------------------------------------
 
-    def load(self, path: Path, width: int = 1280, height: int = 900) -> Tab:
-        """Open ``path`` in a new tab and wait for its load event."""
+    def load(self, path: Path, width: int = 1280, height: int = 900, *, scripts: bool = True) -> Tab:
+        """Open ``path`` in a new tab and wait for its load event (``scripts=False``: with
+        JavaScript turned off for the page, as a reader might have it)."""
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Runtime", "Log", "Network", "Page"):
             self.call(f"{domain}.enable", session=session)
         self.call("Emulation.setDeviceMetricsOverride",
                   {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=session)
+        if not scripts:
+            self.call("Emulation.setScriptExecutionDisabled", {"value": True}, session=session)
         self._events = [e for e in self._events if e.get("sessionId") != session]
         url = path.resolve().as_uri()
         self.call("Page.navigate", {"url": url}, session=session)
         self._wait_for("Page.loadEventFired", session)
         # Let anything the page might start (it should start nothing) reach the event queue.
-        self.call("Runtime.evaluate", {"expression": "new Promise(r => setTimeout(r, 200))", "awaitPromise": True},
-                  session=session)
+        time.sleep(0.2)
+        self.call("Runtime.evaluate", {"expression": "1"}, session=session)
         load = PageLoad(url=url)
         asked: dict[str, str] = {}
         for event in self._events:

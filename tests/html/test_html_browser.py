@@ -147,6 +147,19 @@ def test_hostile_page_runs_nothing_and_keeps_its_layout(
         tab.close()
 
 
+def test_pages_read_the_same_with_scripts_turned_off(browser: Browser) -> None:
+    pages = []
+    for scripts in (True, False):
+        tab = browser.load(CHECK / "report.html", scripts=scripts)
+        try:
+            _clean(tab)
+            pages.append(json.loads(tab.evaluate(READ_BACK)))
+        finally:
+            tab.close()
+    assert pages[0] == pages[1]
+    assert pages[1]["classification"] == "near_tie_flip" and len(pages[1]["grid"]) == 8
+
+
 def test_the_policy_is_what_stops_an_injected_script(browser: Browser, tmp_path: Path) -> None:
     # Were an unescaped string to slip through, the Content-Security-Policy still stops it:
     # inject a script and a remote image into a golden page and watch both refused.
