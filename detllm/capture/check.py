@@ -267,7 +267,7 @@ def _check_in(
             isolate=plan.isolate,
         )
         result = build_check_report(directory, settings, plan.traces, read_determinism(directory), options)
-        write_report_dir(result, directory)
+        write_report_dir(result, directory, command=list(argv) if argv is not None else None)
     except BaseException:
         if created and not any(directory.glob(f"{TRACES_DIR}/*.jsonl")) and keep:
             # Nothing was recorded: leave no directory behind (as a refused run does).

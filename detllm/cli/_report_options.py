@@ -9,7 +9,9 @@ from typing import Any
 
 from ..diff import DiffOptions
 from ..errors import InputError, TraceFormatError, UsageError
-from ..report import DEFAULT_MAX_PROMPTS, render_markdown, render_text, write_json, write_report_dir
+from ..report import DEFAULT_MAX_PROMPTS, render_html, render_markdown, render_text, write_json, write_report_dir
+
+HTML_HELP = "print one self-contained HTML page (no scripts, loads nothing); redirect it to a file"
 
 
 def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,8 +40,9 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     formats = group.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_true", help="print the versioned JSON report")
     formats.add_argument("--markdown", action="store_true", help="print Markdown, ready for a GitHub issue")
+    formats.add_argument("--html", action="store_true", help=HTML_HELP)
     group.add_argument("--out", metavar="DIR",
-                       help="also write report.json, report.txt, report.md and diffs/first_divergence.json to DIR")
+                       help="also write report.json, report.txt, report.md, report.html and diffs/first_divergence.json to DIR")
     group.add_argument("--max-prompts", type=int, default=DEFAULT_MAX_PROMPTS, metavar="N",
                        help="prompts shown in full in text and Markdown (default %(default)s; JSON has all)")
     group.add_argument("-q", "--quiet", action="store_true", help="print nothing; the exit status tells")
@@ -60,22 +63,25 @@ def options_from(args: argparse.Namespace) -> DiffOptions:
     )
 
 
-def emit(report: Any, args: argparse.Namespace) -> None:
-    """Print the report in the chosen format and write ``--out``."""
+def emit(report: Any, args: argparse.Namespace, *, command: list[str] | None = None) -> None:
+    """Print the report in the chosen format and write ``--out`` (``command``: for the HTML page)."""
     if args.out:
-        write_report_dir(report, args.out, max_prompts=args.max_prompts)
+        write_report_dir(report, args.out, max_prompts=args.max_prompts, command=command)
     if not args.quiet:
-        print_report(report, args)
+        print_report(report, args, command=command)
 
 
-def print_report(report: Any, args: argparse.Namespace) -> None:
-    """The report on stdout: JSON (``--json``), Markdown (``--markdown``) or text."""
+def print_report(report: Any, args: argparse.Namespace, *, command: list[str] | None = None) -> None:
+    """The report on stdout: JSON (``--json``), Markdown (``--markdown``), HTML (``--html``;
+    ``command`` fills its "how to reproduce" box) or text."""
     try:
         if args.json:
             write_json(report, sys.stdout.buffer)
             sys.stdout.buffer.flush()
         elif args.markdown:
             sys.stdout.write(render_markdown(report, max_prompts=args.max_prompts))
+        elif args.html:
+            sys.stdout.write(render_html(report, command=command))
         else:
             sys.stdout.write(render_text(report, max_prompts=args.max_prompts))
         sys.stdout.flush()

@@ -6,8 +6,8 @@ also in other compositions (--compositions), so that each prompt meets other
 neighbours. Every run is compared with run 0 by the diff engine, to answer: Tier 1
 repeatable (same tokens)? Tier 2 repeatable (same logprobs too)? Batch invariant?
 Writes a check directory: env.json, run_config.json, determinism_applied.json,
-traces/ (one trace per run), report.json, report.txt, report.md and
-diffs/first_divergence.json. Exit status: 0 when every question holds at --tier,
+traces/ (one trace per run), report.json, report.txt, report.md, report.html
+and diffs/first_divergence.json. Exit status: 0 when every question holds at --tier,
 1 when one does not, 2 when the check could not be done.
 """
 
@@ -30,7 +30,7 @@ from ._capture_options import (
     prompts_from,
 )
 from ._progress import Progress
-from ._report_options import print_report
+from ._report_options import HTML_HELP, print_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     formats = output.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_true", help="print the versioned JSON report")
     formats.add_argument("--markdown", action="store_true", help="print Markdown, ready for a GitHub issue")
+    formats.add_argument("--html", action="store_true", help=HTML_HELP)
     output.add_argument("--max-prompts", type=int, default=DEFAULT_MAX_PROMPTS, metavar="N", help="prompts printed in full (default %(default)s; the files have every prompt)")
     output.add_argument("-q", "--quiet", action="store_true", help="print nothing, no progress either; the exit status tells")
 
@@ -84,6 +85,6 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         for name, reason in report.determinism.missing.items():
             print(escape(f"detllm: warning: determinism control {name} not applied: {reason}"), file=sys.stderr)
-        print_report(report, args)
+        print_report(report, args, command=args.command_line)
         print(f"detllm: check directory {escape(str(result.directory))}", file=sys.stderr)
     return result.exit_code

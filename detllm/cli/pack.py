@@ -3,9 +3,9 @@
 Writes PACK_DIR: every trace with the diverging prompts' rows only (re-written, so
 they validate), prompts.jsonl, env.json, run_config.json,
 determinism_applied.json, the report computed again on those traces
-(report.json, report.txt, report.md, diffs/first_divergence.json), and a
-README.md with the command that runs the same check on the same prompts and how
-to compare. A prompt diverges when some run differs from run 0 at the check's
+(report.json, report.txt, report.md, report.html, diffs/first_divergence.json),
+and a README.md with the command that runs the same check on the same prompts
+and how to compare. A prompt diverges when some run differs from run 0 at the check's
 tier (or --tier). A run directory holds one trace: pack it with --all. Exit
 status: 0 when the pack was written, 2 when nothing diverges or the input cannot
 be used.

@@ -23,6 +23,7 @@ from ..errors import DetllmError, InputError, TraceFormatError, UsageError
 from ..report import aggregate_traces, load_report, rebuild_check_report
 from ..report._aggregate import expand_paths
 from ..report._check import read_plan
+from ..report._render import recorded_command
 from ._report_options import (
     add_comparison_arguments,
     add_output_arguments,
@@ -99,6 +100,13 @@ def _build(args: argparse.Namespace, options: DiffOptions) -> Any:
     return aggregate_traces(traces, options)
 
 
+def _command_of(paths: list[str]) -> list[str] | None:
+    """For one check directory: the command its ``run_config.json`` records, for the HTML page."""
+    if len(paths) == 1 and Path(paths[0]).is_dir():
+        return recorded_command(Path(paths[0]))
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.tier is None:
         options = options_from(argparse.Namespace(**{**vars(args), "tier": 1}))
@@ -108,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         report = _build(args, options)
     except TraceFormatError as error:
         raise as_trouble(error) from None
-    emit(report, args)
+    emit(report, args, command=_command_of(args.paths))
     code = report.exit_code()
     if code == 2:
         print("detllm: Tier 2 cannot be judged: a trace records no logprobs", file=sys.stderr)

@@ -1,6 +1,6 @@
-"""Reports: text, Markdown and JSON renderings, and aggregation of many traces.
+"""Reports: text, Markdown, JSON and HTML renderings, and aggregation of many traces.
 
-``render_text``, ``render_markdown`` and ``render_json`` take any kind of report:
+``render_text``, ``render_markdown``, ``render_json`` and ``render_html`` take any kind of report:
 a :class:`~detllm.diff.DiffReport`, an :class:`AggregateReport` or a :class:`CheckReport`.
 """
 
@@ -30,7 +30,7 @@ from ._check_model import (
     CheckVerdict,
 )
 from ._load import load_report
-from ._render import render_json, render_markdown, render_text, write_json, write_report_dir
+from ._render import render_html, render_json, render_markdown, render_text, write_json, write_report_dir
 from ._text import DEFAULT_MAX_PROMPTS
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "build_check_report",
     "load_report",
     "rebuild_check_report",
+    "render_html",
     "render_json",
     "render_markdown",
     "render_text",

@@ -132,7 +132,6 @@ def _write_check_pack(
     _write(directory / PROMPT_FILE, prompt_lines(_prompts(prompts)))
     options = report.options.replace(tier=tier)
     packed_report = rebuild_check_report(directory, options)
-    write_report_dir(packed_report, directory)
     config = msgspec.convert(document["config"], RunConfig)
     command = [
         "detllm", "check", *config.arguments(),
@@ -145,6 +144,7 @@ def _write_check_pack(
     if not plan.compositions:
         at = command.index("--compositions")
         del command[at : at + 2]
+    write_report_dir(packed_report, directory, command=command)
     _write(directory / README, _check_readme(base, packed_report, plan, keep, len(all_ids), tier, command).encode())
     return PackResult(directory=directory, prompts=keep, total=len(all_ids), report=packed_report, command=command)
 
@@ -270,7 +270,8 @@ def _check_readme(
         "one that made the original check, on every prompt)",
         f"- `{ENV_FILE}`, `{DETERMINISM_FILE}`: the machine and the determinism controls",
         f"- `{TRACES_DIR}/`: each run's trace, with these prompts' rows only",
-        "- `report.txt`, `report.md`, `report.json`, `diffs/first_divergence.json`: the check's report on them",
+        "- `report.txt`, `report.md`, `report.json`, `report.html`, `diffs/first_divergence.json`: the check's "
+        "report on them (open `report.html` in a browser)",
         "",
         "## What was found",
         "",

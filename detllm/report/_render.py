@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from collections.abc import Sequence
 from typing import IO, Any
 
 import msgspec
@@ -46,6 +47,13 @@ def render_markdown(report: Report, *, max_prompts: int = DEFAULT_MAX_PROMPTS) -
     return render_aggregate_markdown(report, max_prompts=max_prompts)
 
 
+def render_html(report: Report, *, command: Sequence[str] | None = None) -> str:
+    """The report as one self-contained HTML page; ``command``: what recorded it, when known."""
+    from ._html import render_html as html
+
+    return html(report, command=command)
+
+
 def _indented(value: Any, indent: bytes) -> bytes:
     text = orjson.dumps(value, option=orjson.OPT_INDENT_2)
     return b"\n".join(indent + line for line in text.split(b"\n"))
@@ -76,10 +84,19 @@ def render_json(report: Report) -> str:
     return buffer.getvalue().decode()
 
 
-def write_report_dir(report: Report, out_dir: str | os.PathLike[str], *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> Path:
-    """Write ``report.json``, ``report.txt``, ``report.md`` and ``diffs/first_divergence.json``.
+def write_report_dir(
+    report: Report,
+    out_dir: str | os.PathLike[str],
+    *,
+    max_prompts: int = DEFAULT_MAX_PROMPTS,
+    command: Sequence[str] | None = None,
+) -> Path:
+    """Write ``report.json``, ``report.txt``, ``report.md``, ``report.html`` and
+    ``diffs/first_divergence.json``.
 
-    Each file is written under a temporary name and renamed when complete.
+    ``command`` goes into the HTML page's "how to reproduce" box; for a check directory
+    it defaults to the ``command`` its ``run_config.json`` records. Each file is written
+    under a temporary name and renamed when complete.
     """
     directory = Path(out_dir)
     (directory / "diffs").mkdir(parents=True, exist_ok=True)
@@ -89,10 +106,26 @@ def write_report_dir(report: Report, out_dir: str | os.PathLike[str], *, max_pro
         out.write(render_text(report, max_prompts=max_prompts).encode())
     with _atomic(directory / "report.md") as out:
         out.write(render_markdown(report, max_prompts=max_prompts).encode())
+    if command is None and report.kind == "check":
+        command = recorded_command(directory)
+    with _atomic(directory / "report.html") as out:
+        out.write(render_html(report, command=command).encode())
     head, entries = first_divergences(report)
     with _atomic(directory / "diffs" / "first_divergence.json") as out:
         _write_document(head, "divergences", entries, out)
     return directory
+
+
+def recorded_command(directory: Path) -> list[str] | None:
+    """The ``command`` a check directory's ``run_config.json`` records, if any."""
+    try:
+        document = orjson.loads((directory / "run_config.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    command = document.get("command") if isinstance(document, dict) else None
+    if not isinstance(command, list) or not command:
+        return None
+    return [str(c) for c in command]
 
 
 class _atomic:

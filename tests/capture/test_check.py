@@ -9,7 +9,9 @@ expectations.
 from __future__ import annotations
 
 import io
+import html
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,9 @@ def test_repeats_are_tier1_and_tier2_repeatable(tmp_path: Path, capsys: pytest.C
         assert (out / name).is_file(), name
     config = json.loads((out / "run_config.json").read_text())
     assert config["command"] == ["detllm", *argv]
+    page = (out / "report.html").read_text()
+    assert '<section id="verdict" class="banner pass" data-classification="identical" data-exit="0">' in page
+    assert f'<pre id="command">{html.escape(shlex.join(config["command"]), quote=True)}</pre>' in page
     assert config["check"]["runs"] == 3 and config["check"]["compositions"] == []
     assert config["check"]["tier"] == 2
 

@@ -7,6 +7,7 @@ whole ``detllm check`` directory; its report files are the goldens (rewrite them
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -18,7 +19,16 @@ import pytest
 from detllm import __version__, open_trace, validate_trace
 from detllm.cli import main
 from detllm.diff import DiffOptions, diff_traces
-from detllm.report import CheckReport, load_report, rebuild_check_report, render_json, render_markdown, render_text
+from detllm.report import (
+    CheckReport,
+    load_report,
+    rebuild_check_report,
+    render_html,
+    render_json,
+    render_markdown,
+    render_text,
+)
+from detllm.report._render import recorded_command
 from detllm.report._check import plan_runs, read_plan
 from detllm.report._text_util import width
 
@@ -29,7 +39,9 @@ UPDATE = os.environ.get("DETLLM_UPDATE_GOLDENS") == "1"
 
 
 def _normalise(text: str) -> str:
-    return text.replace(f'"version": "{__version__}"', '"version": "VERSION"')
+    return text.replace(f'"version": "{__version__}"', '"version": "VERSION"').replace(
+        f"<footer>detllm {__version__} ", "<footer>detllm VERSION "
+    )
 
 
 def rows(path: Path) -> dict:
@@ -46,11 +58,16 @@ def report() -> CheckReport:
     return rebuild_check_report(CHECK)
 
 
-@pytest.mark.parametrize("kind", ["txt", "md", "json"])
+def _html(report: CheckReport) -> str:
+    # As ``detllm check`` writes it: the reproduce box holds the command run_config.json records.
+    return render_html(report, command=recorded_command(CHECK))
+
+
+@pytest.mark.parametrize("kind", ["txt", "md", "json", "html"])
 def test_rendering_matches_the_check_s_own_files(report: CheckReport, kind: str) -> None:
-    rendered = {"txt": render_text, "md": render_markdown, "json": render_json}[kind](report)
+    rendered = {"txt": render_text, "md": render_markdown, "json": render_json, "html": _html}[kind](report)
     golden = CHECK / f"report.{kind}"
-    if kind == "json":
+    if kind in ("json", "html"):
         if UPDATE:
             golden.write_text(rendered, encoding="utf-8")
         assert _normalise(rendered) == _normalise(golden.read_text(encoding="utf-8"))
@@ -157,6 +174,8 @@ def test_report_command_renders_the_directory(capsys: pytest.CaptureFixture[str]
     assert capsys.readouterr().out == (CHECK / "report.txt").read_text(encoding="utf-8")
     assert main(["report", str(CHECK), "--markdown"]) == 1
     assert capsys.readouterr().out == (CHECK / "report.md").read_text(encoding="utf-8")
+    assert main(["report", str(CHECK), "--html"]) == 1
+    assert _normalise(capsys.readouterr().out) == _normalise((CHECK / "report.html").read_text(encoding="utf-8"))
 
 
 def test_report_command_judges_a_check_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -180,8 +199,12 @@ def test_pack_keeps_the_diverging_prompts_and_reproduces_them(tmp_path: Path, ca
     names = sorted(p.relative_to(pack).as_posix() for p in pack.rglob("*") if p.is_file())
     assert names == sorted(
         ["README.md", "prompts.jsonl", "env.json", "run_config.json", "determinism_applied.json", "report.json",
-         "report.txt", "report.md", "diffs/first_divergence.json", *(r.trace.path for r in report.runs)]
+         "report.txt", "report.md", "report.html", "diffs/first_divergence.json", *(r.trace.path for r in report.runs)]
     )
+    # The page's reproduce box holds the README's command, escaped as HTML.
+    readme = (pack / "README.md").read_text()
+    again = next(line for line in readme.splitlines() if line.startswith("detllm check "))
+    assert f'<pre id="command">{html.escape(again, quote=True)}' in (pack / "report.html").read_text()
     assert main(["validate", *(str(pack / r.trace.path) for r in report.runs)]) == 0
     for run in report.runs:
         assert validate_trace(pack / run.trace.path).valid

@@ -56,6 +56,14 @@ def test_json_and_markdown(capsys: pytest.CaptureFixture[str], pair: tuple[Path,
     code, out, _ = run(capsys, "diff", *pair, "--markdown")
     assert out.startswith("### detLLM diff: `decisive_flip`")
     assert "| rank | left token | left logprob | right token | right logprob |" in out
+    code, out, _ = run(capsys, "diff", *pair, "--html")
+    assert code == 1
+    assert out.startswith("<!DOCTYPE html>")
+    assert '<section id="verdict" class="banner fail" data-classification="decisive_flip" data-exit="1">' in out
+    with pytest.raises(SystemExit) as exited:
+        run(capsys, "diff", *pair, "--html", "--markdown")
+    assert exited.value.code == 2
+    assert "argument --markdown: not allowed with argument --html" in capsys.readouterr().err
 
 
 def test_out_directory(capsys: pytest.CaptureFixture[str], pair: tuple[Path, Path], tmp_path: Path) -> None:
@@ -64,6 +72,7 @@ def test_out_directory(capsys: pytest.CaptureFixture[str], pair: tuple[Path, Pat
     assert code == 1 and out == ""
     assert sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file()) == [
         "diffs/first_divergence.json",
+        "report.html",
         "report.json",
         "report.md",
         "report.txt",

@@ -4,8 +4,8 @@ Every directory under ``fixtures/diff/`` (synthetic traces) and ``fixtures/recor
 (traces recorded from real models) is a case: ``left.jsonl[.gz]`` and
 ``right.jsonl[.gz]`` are compared with ``diff``; ``runs/`` holds traces to aggregate.
 An optional ``options.json`` gives DiffOptions fields. Adding a directory adds a
-case. Write or rewrite the goldens (``report.txt``, ``report.md``, ``report.json``
-next to the traces) with ``DETLLM_UPDATE_GOLDENS=1``. A synthetic case without its
+case. Write or rewrite the goldens (``report.txt``, ``report.md``, ``report.json``,
+``report.html`` next to the traces) with ``DETLLM_UPDATE_GOLDENS=1``. A synthetic case without its
 goldens fails; a recorded one is skipped until they are written.
 """
 
@@ -19,7 +19,7 @@ import pytest
 
 from detllm import __version__
 from detllm.diff import CLASSIFICATIONS, DiffOptions, diff_traces
-from detllm.report import aggregate_traces, render_json, render_markdown, render_text
+from detllm.report import aggregate_traces, render_html, render_json, render_markdown, render_text
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures" / "diff"
@@ -58,7 +58,9 @@ def build(case: Path):  # type: ignore[no-untyped-def]
 
 def _normalise(text: str) -> str:
     # The goldens must not change with every release.
-    return text.replace(f'"version": "{__version__}"', '"version": "VERSION"')
+    return text.replace(f'"version": "{__version__}"', '"version": "VERSION"').replace(
+        f"<footer>detllm {__version__} ", "<footer>detllm VERSION "
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -67,11 +69,11 @@ def _at_root(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("case", cases(), ids=lambda p: p.name)
-@pytest.mark.parametrize("kind", ["txt", "md", "json"])
+@pytest.mark.parametrize("kind", ["txt", "md", "json", "html"])
 def test_rendering_matches_golden(case: Path, kind: str) -> None:
     report = build(case)
-    rendered = {"txt": render_text, "md": render_markdown, "json": render_json}[kind](report)
-    if kind == "json":
+    rendered = {"txt": render_text, "md": render_markdown, "json": render_json, "html": render_html}[kind](report)
+    if kind in ("json", "html"):
         rendered = _normalise(rendered)
     golden = case / f"report.{kind}"
     if UPDATE:

@@ -1,0 +1,205 @@
+"""The HTML reports in a real headless Chromium: they load cleanly, fetch nothing, run
+nothing, and read back the verdict and the grid the report model holds.
+
+Each test saves a screenshot 1280 px wide under its tmp_path and prints the path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from detllm.diff import DiffReport
+from detllm.report import render_html, rebuild_check_report
+from tests.diff import test_diff_goldens as goldens
+
+from ._chromium import Browser, Tab
+from ._hostile import PROMPT_IDS, hostile_report
+from ._large import large_check
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECK = ROOT / "fixtures" / "recorded" / "check-flip"
+CASES = [*goldens.cases(), CHECK]
+
+READ_BACK = """JSON.stringify({
+  classification: document.getElementById('classification').textContent,
+  exit: document.getElementById('exit').textContent,
+  banner: document.getElementById('verdict').className,
+  answers: [...document.querySelectorAll('#verdict .answers li')].map(li => li.textContent),
+  grid: [...document.querySelectorAll('#grid tr')].slice(1).map(tr => ({
+    id: tr.querySelector('td.pid').textContent,
+    cells: [...tr.querySelectorAll('td[data-class]')].map(td => [td.dataset.class, td.textContent, td.title]),
+  })),
+  sections: document.querySelectorAll('section.prompt').length,
+  charts: document.querySelectorAll('svg.chart').length,
+  active: document.querySelectorAll('script, img, iframe, object, embed, link').length,
+  width: document.documentElement.scrollWidth,
+})"""
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def _shoot(tab: Tab, tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]) -> Path:
+    shot = tab.screenshot(tmp_path / f"{name}.png")
+    assert _png_size(shot)[0] == 1280
+    with capsys.disabled():
+        print(f"\nscreenshot: {shot}")
+    return shot
+
+
+def _clean(tab: Tab) -> None:
+    load = tab.load
+    assert load.console_errors == [] and load.exceptions == [] and load.log_errors == []
+    assert set(load.requests) <= {load.url}, load.requests
+    assert load.blocked == []
+
+
+def _build(case: Path):  # type: ignore[no-untyped-def]
+    if case == CHECK:
+        return rebuild_check_report(CHECK)
+    return goldens.build(case)
+
+
+def _expected_grid(report) -> list[tuple[str, list[str]]]:  # type: ignore[no-untyped-def]
+    """Per prompt, each run's classification, read from the report model directly."""
+    if isinstance(report, DiffReport):
+        return [(r.prompt_id, ["missing" if r.status == "right_only" else "baseline", r.classification])
+                for r in report.prompts]
+    if report.kind == "check":
+        right_of = [c.right for c in report.comparisons]
+        rows = []
+        for p in report.prompts:
+            by_run = {right_of[d.comparison]: d.result.classification for d in p.divergences}
+            rows.append((p.prompt_id, ["baseline"] + [by_run.get(r, "identical") for r in range(1, len(report.runs))]))
+        return rows
+    rows = []
+    for p in report.prompts:
+        cells = []
+        for r in range(len(report.runs)):
+            v = next(v for v in p.variants if r in v.runs)
+            cells.append("identical" if v.index == 0 else v.comparison.classification)
+        rows.append((p.prompt_id, cells))
+    return rows
+
+
+@pytest.fixture(autouse=True)
+def _at_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+def test_golden_page_in_chromium(
+    browser: Browser, case: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = _build(case)
+    tab = browser.load(case / "report.html")
+    try:
+        _clean(tab)
+        seen = json.loads(tab.evaluate(READ_BACK))
+        assert seen["classification"] == report.verdict.classification
+        assert int(seen["exit"]) == report.exit_code()
+        assert seen["banner"] == "banner " + {0: "pass", 1: "fail"}.get(report.exit_code(), "trouble")
+        assert seen["answers"][0].startswith(("Tier 1", "repeatability"))
+        expected = _expected_grid(report)
+        assert [(row["id"], [c[0] for c in row["cells"]]) for row in seen["grid"]] == expected
+        for row in seen["grid"]:
+            for classification, text, title in row["cells"]:
+                if text.isdigit():  # the first divergent index, as text and on hover
+                    assert title.endswith(f"{classification} at token {text}"), title
+        assert seen["active"] == 0
+        assert seen["width"] <= 1280
+        _shoot(tab, tmp_path, case.name, capsys)
+    finally:
+        tab.close()
+
+
+def test_hostile_page_runs_nothing_and_keeps_its_layout(
+    browser: Browser, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = hostile_report(tmp_path)
+    page = tmp_path / "hostile.html"
+    page.write_text(render_html(report), encoding="utf-8")
+    tab = browser.load(page)
+    try:
+        _clean(tab)
+        assert tab.evaluate("typeof window.__pwned") == "undefined"
+        seen = json.loads(tab.evaluate(READ_BACK))
+        assert seen["active"] == 0
+        assert seen["width"] <= 1280
+        assert seen["sections"] == 2 and seen["charts"] == 3  # two drift charts and the histogram
+        ids = [row["id"] for row in seen["grid"]]
+        assert ids == ["<script>window.__pwned=5</script>", "p\"1'<b>", "\\u202eDI tpmorp", "p\\x1b[2J\\x00"]
+        assert ids[0] == PROMPT_IDS[0]
+        # The prompt headings hold the ids as text, not as elements.
+        headings = json.loads(tab.evaluate(
+            "JSON.stringify([...document.querySelectorAll('section.prompt h3 code')].map(c => c.textContent))"))
+        assert headings == [PROMPT_IDS[0], "p\"1'<b>"]
+        _shoot(tab, tmp_path, "hostile", capsys)
+    finally:
+        tab.close()
+
+
+def test_pages_read_the_same_with_scripts_turned_off(browser: Browser) -> None:
+    pages = []
+    for scripts in (True, False):
+        tab = browser.load(CHECK / "report.html", scripts=scripts)
+        try:
+            _clean(tab)
+            pages.append(json.loads(tab.evaluate(READ_BACK)))
+        finally:
+            tab.close()
+    assert pages[0] == pages[1]
+    assert pages[1]["classification"] == "near_tie_flip" and len(pages[1]["grid"]) == 8
+
+
+def test_the_policy_is_what_stops_an_injected_script(browser: Browser, tmp_path: Path) -> None:
+    # Were an unescaped string to slip through, the Content-Security-Policy still stops it:
+    # inject a script and a remote image into a golden page and watch both refused.
+    page = (CHECK / "report.html").read_text(encoding="utf-8")
+    injected = page.replace("<body>", '<body><script>window.__ran = 1</script><img src="http://127.0.0.1:9/x.png">', 1)
+    path = tmp_path / "injected.html"
+    path.write_text(injected, encoding="utf-8")
+    tab = browser.load(path)
+    try:
+        assert tab.evaluate("typeof window.__ran") == "undefined"
+        assert not any("127.0.0.1" in url for url in tab.load.requests)
+        assert tab.load.blocked == ["http://127.0.0.1:9/x.png (csp)"]
+        refused = tab.load.console_errors + tab.load.log_errors
+        assert any("Content Security Policy" in text for text in refused), refused
+    finally:
+        tab.close()
+
+
+def test_a_large_check_page_in_chromium(browser: Browser, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "large.html"
+    path.write_text(render_html(large_check(1000, 10)), encoding="utf-8")
+    tab = browser.load(path)
+    try:
+        _clean(tab)
+        seen = json.loads(tab.evaluate(READ_BACK))
+        assert len(seen["grid"]) == 300 and all(len(row["cells"]) == 10 for row in seen["grid"])
+        assert "This page summarises a large report" in tab.evaluate("document.getElementById('thinned').textContent")
+        _shoot(tab, tmp_path, "large-check", capsys)
+    finally:
+        tab.close()
+
+
+@pytest.mark.skipif(os.environ.get("DETLLM_WRITE_README_SCREENSHOT") != "1",
+                    reason="writes docs/img/check-report.png; set DETLLM_WRITE_README_SCREENSHOT=1")
+def test_write_readme_screenshot(browser: Browser) -> None:
+    tab = browser.load(CHECK / "report.html", height=1000)
+    try:
+        out = ROOT / "docs" / "img" / "check-report.png"
+        out.parent.mkdir(exist_ok=True)
+        tab.screenshot(out, max_height=1000)
+        assert _png_size(out) == (1280, 1000)
+    finally:
+        tab.close()
