@@ -29,9 +29,10 @@ from ..diff._model import CLASSIFICATIONS, HeaderDifference
 from ..diff._numbers import count
 from .._json_errors import DECODE_ERRORS
 from ..diff._rows import RowProblem, SideRow, decode_row, prompt_id_decoder, prompt_id_of
-from ..errors import NewerMinorVersionWarning, TraceFormatError, UsageError
+from ..errors import InputError, NewerMinorVersionWarning, TraceFormatError, UsageError
 from ..reader import TraceReader, open_trace
 from ..trace import Header
+from ..writer import PARTIAL_SUFFIX
 from ._aggregate_model import (
     AggregateReport,
     AggregateSetup,
@@ -54,6 +55,13 @@ def expand_paths(paths: Sequence[str | os.PathLike[str]], *, allow_incomplete: b
         p = Path(path)
         if p.is_dir():
             found = traces_in(p, allow_incomplete=allow_incomplete)
+            if not allow_incomplete:
+                partial = next((f for f in traces_in(p, allow_incomplete=True) if f.name.endswith(PARTIAL_SUFFIX)), None)
+                if partial is not None:
+                    raise InputError(
+                        f"{partial}: a trace that did not finish, so {p} is incomplete "
+                        "(pass --allow-incomplete to compare the complete rows)"
+                    )
             if not found:
                 files.append(locate_trace(p, allow_incomplete=allow_incomplete))  # raises the error
             files.extend(str(f) for f in found)
