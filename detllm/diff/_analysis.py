@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import msgspec
 
 from ..trace import Header
+from ._header import compare_headers, computing_change
 from ._model import Divergence, Drift, Evidence, InputDifference, PromptResult, Side, Token, TopEntry
 from ._numbers import num, ratio
 from ._options import DEFAULT_NOISE_FLOOR, DiffOptions, noise_floor_for
@@ -26,6 +27,8 @@ class Context:
     noise_floor_label: str
     sampling: bool
     logprobs: bool
+    moved_by: str | None = None
+    """The settings that differ in what they compute (model, dtype, ...): what can move a near tie."""
 
     @classmethod
     def of(cls, left: Header, right: Header, options: DiffOptions) -> Context:
@@ -47,6 +50,7 @@ class Context:
             noise_floor_label=label,
             sampling=left.decoding.do_sample or right.decoding.do_sample,
             logprobs=left.logprobs.semantics != "none" and right.logprobs.semantics != "none",
+            moved_by=computing_change(compare_headers(left, right)),
         )
 
 
@@ -449,8 +453,12 @@ def _classify_flip(
     return "near_tie_flip", Evidence(
         reason=(
             f"Each side's token is in the other's top-{k} (ranks {a.rank_in_other} and {b.rank_in_other}); the gap "
-            f"{num(gap)} is within {noise_text}: consistent with a near tie that numerical noise resolved "
-            "differently."
+            f"{num(gap)} is within {noise_text}: "
+            + (
+                f"consistent with a near tie that the difference in {ctx.moved_by} tipped the other way."
+                if ctx.moved_by
+                else "consistent with a near tie that numerical noise resolved differently."
+            )
         ),
         **numbers,
     )

@@ -13,7 +13,7 @@ from ..reader import TraceReader, open_trace
 from ..trace import Header, Row
 from ._align import Aligner, Only, Pair, Same
 from ._analysis import Context, compare, identical_encoded, unmatched
-from ._header import compare_setup
+from ._header import compare_setup, with_input_evidence
 from ._numbers import count
 from ._model import CLASSIFICATIONS, STATUSES, TIER1_FAILURES, PositionCount, PromptResult, Summary, TraceInfo, Verdict
 from ._options import DiffOptions
@@ -187,6 +187,7 @@ class _Comparison:
             classifications={c: self.classes[c] for c in CLASSIFICATIONS},
             divergence_positions=[PositionCount(index=i, count=n) for i, n in sorted(self.positions.items())],
         )
+        setup = with_input_evidence(setup, self.statuses["inputs_differ"], summary.compared)
         return DiffReport(
             left=trace_info(self.left.path, self.left.header, self.left.rows_read, self.left.complete),
             right=trace_info(self.right.path, self.right.header, self.right.rows_read, self.right.complete),
@@ -251,10 +252,11 @@ class _Comparison:
                     f"The {side} trace is incomplete (no footer; read with --allow-incomplete): "
                     f"its {reader.rows_read} complete rows were compared."
                 )
-        if aligner.spilled:
+        if aligner.waited:
+            where = f", {aligner.spilled} of them in a temporary file" if aligner.spilled else ""
             notes.append(
-                f"The traces list their prompts in different orders; {aligner.spilled} rows waited for "
-                "their match in a temporary file."
+                f"The traces list their prompts in different orders; {count(aligner.waited, 'row')} waited for "
+                f"{'its' if aligner.waited == 1 else 'their'} match{where}."
             )
         semantics = (self.left.header.logprobs.semantics, self.right.header.logprobs.semantics)
         if semantics[0] != semantics[1] and "none" not in semantics:

@@ -79,7 +79,7 @@ def test_missing_prompts(tmp_path: Path) -> None:
 def test_round_trip(tmp_path: Path) -> None:
     report = aggregate_traces(make_runs(tmp_path))
     data = report.to_dict()
-    assert (data["kind"], data["version"]) == ("aggregate", "1.0")
+    assert (data["kind"], data["version"]) == ("aggregate", "1.1")
     assert AggregateReport.from_dict(json.loads(json.dumps(data))).to_dict() == data
 
 
