@@ -11,7 +11,7 @@ import msgspec
 from ..trace import Header
 from ._header import compare_headers, computing_change
 from ._model import Divergence, Drift, Evidence, InputDifference, PromptResult, Side, Token, TopEntry
-from ._numbers import num, ratio
+from ._numbers import count, num, ratio
 from ._options import DEFAULT_NOISE_FLOOR, DiffOptions, noise_floor_for
 from ._rows import FastRow, SideRow, Step
 
@@ -212,11 +212,14 @@ def _same_tokens(
         assert drift.first_index is not None
         reason = (
             f"The tokens are equal; their logprobs first differ at token {drift.first_index}, by up to "
-            f"{num(drift.max_abs)} (token {drift.max_index}), RMS {num(drift.rms)} over {n} tokens."
+            f"{num(drift.max_abs)} (token {drift.max_index}), RMS {num(drift.rms)} over {count(n, 'token')}."
         )
     else:
         reason = (
             f"The tokens and their logprobs are equal; the top-k alternatives first differ at token {top_first}."
+            if not atol
+            else f"The tokens are equal and their logprobs within atol {num(atol)}; the top-k alternatives first "
+            f"differ beyond it at token {top_first} (a token entering or leaving the top-k is never within a tolerance)."
         )
     return PromptResult(
         prompt_id=pid,
@@ -542,8 +545,9 @@ def _stop(
         shown = repr(token.text) if token.text is not None else f"token {token.id}"
         lp = f" (logprob {num(long_side.logprob)})" if long_side.logprob is not None else ""
         reason = (
-            f"The {short} side stopped after {index} tokens ({short_side.finish_reason!r}); the {long_} side "
-            f"went on with {shown}{lp} and {long_side.length - index - 1} more tokens."
+            f"The {short} side stopped after {count(index, 'token')} ({short_side.finish_reason!r}); the {long_} side "
+            f"went on with {shown}{lp}" + (f" and {long_side.length - index - 1} more" if long_side.length - index - 1 else "")
+            + (" token." if long_side.length - index - 1 == 1 else (" tokens." if long_side.length - index - 1 else "."))
         )
         header = ctx.left if short == "left" else ctx.right
         if short_side.finish_reason == "length":

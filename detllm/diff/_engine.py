@@ -298,9 +298,16 @@ def verdict(summary: Summary, logprobs: bool, atol: float) -> Verdict:
                 for c in ("decisive_flip", "near_tie_flip", "sampling_divergence", "stop_divergence", "inconclusive")
                 if classes.get(c)
             )
-            verb = "diverges" if diverging == 1 else "diverge"
-            parts.append(f"{diverging} of {count(compared, 'prompt')} {verb} in its tokens ({kinds})."
-                         if diverging == 1 else f"{diverging} of {count(compared, 'prompt')} {verb} in their tokens ({kinds}).")
+            tokens, stopped = statuses.get("tokens_diverge", 0), statuses.get("stopped_early", 0)
+            clauses = []
+            if tokens:
+                clauses.append(f"{tokens} of {count(compared, 'prompt')} "
+                               + ("diverges in its tokens" if tokens == 1 else "diverge in their tokens"))
+            if stopped:
+                clauses.append(f"{stopped} of {count(compared, 'prompt')} "
+                               + ("stops" if stopped == 1 else "stop")
+                               + " at another length, the shorter output a prefix of the longer")
+            parts.append(f"{'; '.join(clauses)} ({kinds}).")
         differ = statuses.get("logprobs_differ", 0)
         if differ:
             parts.append(f"{differ} of {count(compared, 'prompt')} {'differs' if differ == 1 else 'differ'} only in logprobs.")
@@ -314,5 +321,10 @@ def verdict(summary: Summary, logprobs: bool, atol: float) -> Verdict:
                 f"({statuses.get('left_only', 0)} left, {statuses.get('right_only', 0)} right)."
             )
     t2 = "cannot be judged" if tier2 is None else ("holds" if tier2 else "fails")
+    if atol and tier2 is not None:
+        t2 += f" with atol {atol:g}"
+        if tier1 and not tier2:
+            t2 += (" (logprobs within it count as equal, but a top-k list that holds other tokens, or an "
+                   "alternative moved by more, does not)")
     parts.append(f"Tier 1 {'holds' if tier1 else 'fails'}; Tier 2 {t2}.")
     return Verdict(classification=overall, tier1=tier1, tier2=tier2, text=" ".join(parts))

@@ -95,3 +95,34 @@ def test_a_report_names_its_version(tmp_path: Path) -> None:
     rows = t.rows(1)
     document = msgspec.json.decode(render_json(_pair(tmp_path, rows, rows)))
     assert document["version"] == "1.1" and document["setup"]["attribution"]["settings"] == []
+
+
+def test_atol_is_shown_with_why_tier2_still_fails(tmp_path: Path) -> None:
+    from detllm.diff import DiffOptions
+
+    rows = t.rows(2, length=6)
+    moved = []
+    for r in rows:
+        tops = [list(step) for step in r.top_logprobs]
+        tops[2][-1] = (99, tops[2][-1][1])  # another token at the bottom of the top-k
+        moved.append(t.replace(r, top_logprobs=tops, token_texts={**r.token_texts, 99: " x"}))
+    report = diff_traces(t.write(tmp_path / "a.jsonl", rows), t.write(tmp_path / "b.jsonl", moved), DiffOptions(atol=0.01))
+    assert report.verdict.tier1 and report.verdict.tier2 is False
+    assert report.verdict.text.endswith(
+        "Tier 1 holds; Tier 2 fails with atol 0.01 (logprobs within it count as equal, but a top-k list that holds "
+        "other tokens, or an alternative moved by more, does not)."
+    )
+    assert "Tier 2 fails with atol 0.01" in " ".join(render_text(report).split())
+    assert "never within a tolerance" in report.prompts[0].evidence.reason
+
+
+def test_wording_counts_tokens(tmp_path: Path) -> None:
+    rows = t.rows(1, length=6)
+    short = t.replace(rows[0], token_ids=rows[0].token_ids[:5], logprobs=rows[0].logprobs[:5],
+                      top_logprobs=rows[0].top_logprobs[:5], finish_reason="stop")
+    report = _pair(tmp_path, rows, [short])
+    assert report.verdict.text.startswith("1 of 1 prompt stops at another length, the shorter output a prefix of the longer")
+    assert "in its tokens" not in report.verdict.text
+    reason = report.prompts[0].evidence.reason
+    assert reason.startswith("The right side stopped after 5 tokens ('stop'); the left side went on with ")
+    assert "more token" not in reason.split(" Tier")[0].split("went on with")[1]  # the last token: no "and 0 more tokens"
