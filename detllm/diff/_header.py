@@ -55,6 +55,22 @@ def setting_name(field: str) -> str:
     return head
 
 
+def greedy_exempt(field: str, greedy: bool) -> str | None:
+    """Why a field cannot matter when every trace decodes greedily; None when it can."""
+    if not greedy:
+        return None
+    if field == "decoding.seed":
+        return "greedy decoding draws no random numbers"
+    if field in _SAMPLING_ONLY:
+        return "greedy decoding does not use it: it picks the most likely token"
+    return None
+
+
+def is_unknown_fingerprint(field: str, values: Sequence[Any]) -> bool:
+    """A model or tokenizer fingerprint that some traces record and others do not."""
+    return field in _FINGERPRINTS and any(v is None for v in values) and any(v is not None for v in values)
+
+
 def category_of(field: str) -> str:
     head = field.split(".", 1)[0]
     if head in _IGNORED:
@@ -100,10 +116,9 @@ def compare_headers(left: Header, right: Header) -> list[HeaderDifference]:
         absent = None if field in a and field in b else ("left" if field not in a else "right")
         category = category_of(field)
         note = _IGNORED.get(field.split(".", 1)[0]) if category == "ignored" else None
-        if field == "decoding.seed" and greedy:
-            category, note = "ignored", "greedy decoding draws no random numbers"
-        elif field in _SAMPLING_ONLY and greedy:
-            category, note = "ignored", "greedy decoding does not use it: it picks the most likely token"
+        exempt = greedy_exempt(field, greedy)
+        if exempt is not None:
+            category, note = "ignored", exempt
         elif field in _FINGERPRINTS and (a.get(field) is None) != (b.get(field) is None):
             side = "left" if a.get(field) is None else "right"
             category = "recording"
@@ -163,7 +178,7 @@ def _unknown(differences: Sequence[HeaderDifference]) -> str:
     if not sides:
         return ""
     what = " and ".join(d.field.split(".")[0] for d in sides)
-    return f" Whether the {what} {'is' if len(sides) == 1 else 'are'} the same is unknown: one trace records no fingerprint."
+    return f" Whether the {what} {'is' if len(sides) == 1 else 'are'} the same is unknown: not every trace records its fingerprint."
 
 
 def unfingerprinted(headers: Sequence[Header]) -> str:

@@ -23,7 +23,7 @@ import msgspec
 from ..diff import DiffOptions, PositionCount, Token
 from ..diff._analysis import Context, compare
 from ..diff._engine import trace_info
-from ..diff._header import attribute, category_of, flatten_header
+from ..diff._header import attribute, category_of, flatten_header, greedy_exempt, is_unknown_fingerprint, unfingerprinted
 from ..diff._locate import locate_trace, traces_in
 from ..diff._model import CLASSIFICATIONS, HeaderDifference
 from ..diff._numbers import count
@@ -358,14 +358,20 @@ def _setup(headers: list[Header]) -> AggregateSetup:
         if len(values) < 2:
             continue
         category = category_of(name)
-        if name == "decoding.seed" and greedy:
+        if greedy_exempt(name, greedy) is not None:
             category = "ignored"
+        elif is_unknown_fingerprint(name, [v for v, _ in values.values()]):
+            category = "recording"
         varying.append(
             FieldVariation(field=name, category=category, values=[ValueRuns(value=v, runs=r) for v, r in values.values()])  # type: ignore[arg-type]
         )
         first, second = list(values.values())[:2]
         differences.append(HeaderDifference(field=name, left=first[0], right=second[0], absent=None, category=category))  # type: ignore[arg-type]
-    return AggregateSetup(varying=varying, attribution=attribute(differences, [h.batch.size for h in headers]))
+    attribution = attribute(differences, [h.batch.size for h in headers])
+    caveat = unfingerprinted(headers)
+    if caveat:
+        attribution = msgspec.structs.replace(attribution, text=attribution.text + caveat)
+    return AggregateSetup(varying=varying, attribution=attribution)
 
 
 def _report(work: _Aggregation) -> AggregateReport:

@@ -74,7 +74,7 @@ def test_one_missing_fingerprint_is_unknown_not_a_difference(tmp_path: Path) -> 
     assert difference.category == "recording"
     assert difference.note == "not recorded in the right trace: whether the models are the same is unknown"
     assert setup.attribution.cause == "run_to_run"
-    assert setup.attribution.text.endswith("Whether the model is the same is unknown: one trace records no fingerprint.")
+    assert setup.attribution.text.endswith("Whether the model is the same is unknown: not every trace records its fingerprint.")
 
 
 def test_both_fingerprints_missing_say_a_name_is_not_the_model(tmp_path: Path) -> None:
