@@ -70,7 +70,7 @@ def expand_paths(paths: Sequence[str | os.PathLike[str]], *, allow_incomplete: b
     return files
 
 
-@dataclass
+@dataclass(slots=True)
 class _Stored:
     run: int
     line: int
@@ -78,13 +78,13 @@ class _Stored:
     length: int
 
 
-@dataclass
+@dataclass(slots=True)
 class _LogprobVariant:
     runs: list[int]
     stored: _Stored
 
 
-@dataclass
+@dataclass(slots=True)
 class _TokenVariant:
     token_ids: list[int]
     finish_reason: str
@@ -93,7 +93,7 @@ class _TokenVariant:
     first: _Stored | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Prompt:
     order: int
     variants: dict[bytes, _TokenVariant] = field(default_factory=dict)
