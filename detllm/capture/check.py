@@ -22,6 +22,7 @@ from pathlib import Path
 
 import msgspec
 
+from .._claim import CLAIM_FILE, DirectoryClaim
 from ..diff import DiffOptions
 from ..errors import CaptureError, UsageError
 from ..report import CheckPrompt, CheckReport, build_check_report, write_report_dir
@@ -42,7 +43,6 @@ from .runner import (
     _check_prompts,
     _write,
     _write_json,
-    check_directory,
     make_batches,
     run_config_document,
 )
@@ -188,14 +188,14 @@ def check(
     plan = CheckPlan(runs=runs, batch_sizes=sizes, compositions=chosen, isolate=isolate, tier=tier, atol=atol, traces=planned)  # type: ignore[arg-type]
     backend_config = config.backend_config(max_batch_size=max(sizes))  # refuses contradicting options early
     if out is not None:
-        directory = check_directory(out)
-        return _check_in(directory, config, prompts, plan, backend_config, options, argv, progress, keep=True)
+        with DirectoryClaim(out) as claim:
+            return _check_in(claim, config, prompts, plan, backend_config, options, argv, progress, keep=True)
     with tempfile.TemporaryDirectory(prefix="detllm-check-") as scratch:
         return _check_in(Path(scratch), config, prompts, plan, backend_config, options, argv, progress, keep=False)
 
 
 def _check_in(
-    directory: Path,
+    where: Path | DirectoryClaim,
     config: RunConfig,
     prompts: list[Prompt],
     plan: CheckPlan,
@@ -214,9 +214,9 @@ def _check_in(
 
     isolated = [run for run in plan.traces if run.isolated]
     in_process = [run for run in plan.traces if not run.isolated]
-    created = not directory.exists()
+    directory = where.directory if isinstance(where, DirectoryClaim) else where
+    created = isinstance(where, DirectoryClaim) and where.created
     try:
-        directory.mkdir(parents=True, exist_ok=True)
         (directory / TRACES_DIR).mkdir(exist_ok=True)
         document = run_config_document(config, prompts, argv)
         document["check"] = msgspec.to_builtins(plan)
@@ -269,9 +269,15 @@ def _check_in(
         result = build_check_report(directory, settings, plan.traces, read_determinism(directory), options)
         write_report_dir(result, directory, command=list(argv) if argv is not None else None)
     except BaseException:
-        if created and not any(directory.glob(f"{TRACES_DIR}/*.jsonl")) and keep:
-            # Nothing was recorded: leave no directory behind (as a refused run does).
-            shutil.rmtree(directory, ignore_errors=True)
+        if created and not any(directory.glob(f"{TRACES_DIR}/*.jsonl")):
+            # Nothing was recorded: leave nothing behind but the claim, which the
+            # caller removes with the directory (as a refused run does).
+            for entry in directory.iterdir():
+                if entry.name != CLAIM_FILE:
+                    if entry.is_dir():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
         raise
     return CheckResult(
         config=config,

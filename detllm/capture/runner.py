@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import random
+from contextlib import AbstractContextManager, nullcontext
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from .._claim import DirectoryClaim
 from .._version import __version__
 from ..errors import UsageError
 from ..trace import Batch, Decoding, Header, Logprobs, Placement, Row, Software, row_problems
@@ -356,17 +358,6 @@ def as_prompts(prompts: Sequence[str | Prompt] | None) -> list[Prompt]:
     return prompts_from_texts(texts) if texts else list(prompts)  # type: ignore[arg-type]
 
 
-def check_directory(directory: str | os.PathLike[str]) -> Path:
-    """Refuse a run directory that already holds files: nothing is ever overwritten."""
-    path = Path(directory)
-    if path.exists():
-        if not path.is_dir():
-            raise UsageError(f"{path}: exists and is not a directory")
-        if any(path.iterdir()):
-            raise UsageError(f"{path}: directory is not empty; choose another --out or remove it")
-    return path
-
-
 def _write_json(path: Path, value: object) -> None:
     _write(path, msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n")
 
@@ -404,11 +395,11 @@ def run(
     prompts = list(prompts)
     _check_prompts(prompts)
     make_batches(len(prompts), max(config.batch_size, 1), config.composition)  # reject a bad composition early
-    directory = check_directory(out) if out is not None else None
+    claim: AbstractContextManager[object] = DirectoryClaim(out) if out is not None else nullcontext()
+    directory = Path(out) if out is not None else None
     session = CaptureSession.of(config)
-    with session:
+    with claim, session:
         if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
             _write_json(directory / RUN_CONFIG_FILE, run_config_document(config, prompts, argv))
             _write(directory / ENV_FILE, session.environment.to_json())
             _write_json(directory / DETERMINISM_FILE, session.determinism.to_dict())

@@ -26,16 +26,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="PACK_DIR", help="the pack to create (must not exist, or be empty)")
     parser.add_argument("--all", action="store_true", dest="all_prompts", help="keep every prompt, diverging or not")
     parser.add_argument("--tier", type=int, choices=(1, 2), help="1: prompts whose tokens diverge; 2: also those whose logprobs differ (default: the check's tier)")
+    parser.add_argument("--allow-incomplete", action="store_true",
+                        help="pack a check that did not finish, from the complete rows of the traces it wrote")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        result = make_pack(args.source, args.out, all_prompts=args.all_prompts, tier=args.tier)
+        result = make_pack(args.source, args.out, all_prompts=args.all_prompts, tier=args.tier,
+                           allow_incomplete=args.allow_incomplete)
     except TraceFormatError as error:
         raise as_trouble(error) from None
     if not args.quiet:
         where = escape(str(result.directory))
+        if result.incomplete:
+            print(f"{where}: {escape(result.incomplete)}")
         print(f"{where}: {len(result.prompts)} of {result.total} prompts; reproduce with (in {where}):")
         print("  " + escape(" ".join(result.command)))
     return 0

@@ -1,7 +1,8 @@
 """Check trace files against the trace format.
 
 Each problem is printed as ``PATH:LINE: FIELD: PROBLEM``. A directory stands for
-every ``*.jsonl`` and ``*.jsonl.gz`` file below it. Exit status: 0 when every file
+every ``*.jsonl`` and ``*.jsonl.gz`` file below it, and every ``*.partial`` one
+(a trace whose run did not finish, which is invalid). Exit status: 0 when every file
 is valid, 1 when any is invalid, 2 when a file cannot be read or the usage is wrong.
 """
 
@@ -16,9 +17,13 @@ import orjson
 from .._escape import text as escape
 from ..errors import ExitCode, InputError, UsageError
 from ..validate import ValidationResult, validate_trace
+from ..writer import PARTIAL_SUFFIX
 
 REPORT_FORMAT = "detllm.validation"
 REPORT_VERSION = "1.0"
+
+_TRACE_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl" + PARTIAL_SUFFIX, ".jsonl.gz" + PARTIAL_SUFFIX)
+"""What a directory is searched for: traces, and traces that did not finish (invalid)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +42,7 @@ def expand(paths: list[str]) -> tuple[list[str], list[str]]:
         path = Path(name)
         if path.is_dir():
             found = sorted(
-                str(p) for p in path.rglob("*") if p.is_file() and p.name.endswith((".jsonl", ".jsonl.gz"))
+                str(p) for p in path.rglob("*") if p.is_file() and p.name.endswith(_TRACE_SUFFIXES)
             )
             if not found:
                 problems.append(f"{name}: no trace files (*.jsonl, *.jsonl.gz) in this directory")

@@ -153,6 +153,8 @@ class Aligner:
         self.buffer_bytes = buffer_bytes
         self.buffered = 0
         self.spilled = 0
+        self.waited = 0
+        """Rows that waited for their match because the traces list prompts in other orders."""
         self._spill: IO[bytes] | None = None
         self._spill_end = 0
         self._waiting: dict[str, dict[str, _Waiting]] = {"left": {}, "right": {}}
@@ -283,6 +285,7 @@ class Aligner:
             self._wait(side, pid, index, line, raw, position)
 
     def _wait(self, side: str, pid: str, index: int, line: int, raw: bytes, position: int) -> None:
+        self.waited += 1
         if self.buffered + len(raw) <= self.buffer_bytes:
             self._waiting[side][pid] = _Waiting(index, line, raw, position)
             self.buffered += len(raw)

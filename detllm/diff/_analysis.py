@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import msgspec
 
 from ..trace import Header
+from ._header import compare_headers, computing_change
 from ._model import Divergence, Drift, Evidence, InputDifference, PromptResult, Side, Token, TopEntry
-from ._numbers import num, ratio
+from ._numbers import count, num, ratio
 from ._options import DEFAULT_NOISE_FLOOR, DiffOptions, noise_floor_for
 from ._rows import FastRow, SideRow, Step
 
@@ -26,6 +27,8 @@ class Context:
     noise_floor_label: str
     sampling: bool
     logprobs: bool
+    moved_by: str | None = None
+    """The settings that differ in what they compute (model, dtype, ...): what can move a near tie."""
 
     @classmethod
     def of(cls, left: Header, right: Header, options: DiffOptions) -> Context:
@@ -47,6 +50,7 @@ class Context:
             noise_floor_label=label,
             sampling=left.decoding.do_sample or right.decoding.do_sample,
             logprobs=left.logprobs.semantics != "none" and right.logprobs.semantics != "none",
+            moved_by=computing_change(compare_headers(left, right)),
         )
 
 
@@ -208,11 +212,14 @@ def _same_tokens(
         assert drift.first_index is not None
         reason = (
             f"The tokens are equal; their logprobs first differ at token {drift.first_index}, by up to "
-            f"{num(drift.max_abs)} (token {drift.max_index}), RMS {num(drift.rms)} over {n} tokens."
+            f"{num(drift.max_abs)} (token {drift.max_index}), RMS {num(drift.rms)} over {count(n, 'token')}."
         )
     else:
         reason = (
             f"The tokens and their logprobs are equal; the top-k alternatives first differ at token {top_first}."
+            if not atol
+            else f"The tokens are equal and their logprobs within atol {num(atol)}; the top-k alternatives first "
+            f"differ beyond it at token {top_first} (a token entering or leaving the top-k is never within a tolerance)."
         )
     return PromptResult(
         prompt_id=pid,
@@ -449,8 +456,12 @@ def _classify_flip(
     return "near_tie_flip", Evidence(
         reason=(
             f"Each side's token is in the other's top-{k} (ranks {a.rank_in_other} and {b.rank_in_other}); the gap "
-            f"{num(gap)} is within {noise_text}: consistent with a near tie that numerical noise resolved "
-            "differently."
+            f"{num(gap)} is within {noise_text}: "
+            + (
+                f"consistent with a near tie that the difference in {ctx.moved_by} tipped the other way."
+                if ctx.moved_by
+                else "consistent with a near tie that numerical noise resolved differently."
+            )
         ),
         **numbers,
     )
@@ -534,8 +545,9 @@ def _stop(
         shown = repr(token.text) if token.text is not None else f"token {token.id}"
         lp = f" (logprob {num(long_side.logprob)})" if long_side.logprob is not None else ""
         reason = (
-            f"The {short} side stopped after {index} tokens ({short_side.finish_reason!r}); the {long_} side "
-            f"went on with {shown}{lp} and {long_side.length - index - 1} more tokens."
+            f"The {short} side stopped after {count(index, 'token')} ({short_side.finish_reason!r}); the {long_} side "
+            f"went on with {shown}{lp}" + (f" and {long_side.length - index - 1} more" if long_side.length - index - 1 else "")
+            + (" token." if long_side.length - index - 1 == 1 else (" tokens." if long_side.length - index - 1 else "."))
         )
         header = ctx.left if short == "left" else ctx.right
         if short_side.finish_reason == "length":

@@ -13,7 +13,7 @@ from ..reader import TraceReader, open_trace
 from ..trace import Header, Row
 from ._align import Aligner, Only, Pair, Same
 from ._analysis import Context, compare, identical_encoded, unmatched
-from ._header import compare_setup
+from ._header import compare_setup, with_input_evidence
 from ._numbers import count
 from ._model import CLASSIFICATIONS, STATUSES, TIER1_FAILURES, PositionCount, PromptResult, Summary, TraceInfo, Verdict
 from ._options import DiffOptions
@@ -187,6 +187,7 @@ class _Comparison:
             classifications={c: self.classes[c] for c in CLASSIFICATIONS},
             divergence_positions=[PositionCount(index=i, count=n) for i, n in sorted(self.positions.items())],
         )
+        setup = with_input_evidence(setup, self.statuses["inputs_differ"], summary.compared)
         return DiffReport(
             left=trace_info(self.left.path, self.left.header, self.left.rows_read, self.left.complete),
             right=trace_info(self.right.path, self.right.header, self.right.rows_read, self.right.complete),
@@ -255,10 +256,11 @@ class _Comparison:
                     f"The {side} trace is incomplete (no footer; read with --allow-incomplete): "
                     f"its {reader.rows_read} complete rows were compared."
                 )
-        if aligner.spilled:
+        if aligner.waited:
+            where = f", {aligner.spilled} of them in a temporary file" if aligner.spilled else ""
             notes.append(
-                f"The traces list their prompts in different orders; {aligner.spilled} rows waited for "
-                "their match in a temporary file."
+                f"The traces list their prompts in different orders; {count(aligner.waited, 'row')} waited for "
+                f"{'its' if aligner.waited == 1 else 'their'} match{where}."
             )
         semantics = (self.left.header.logprobs.semantics, self.right.header.logprobs.semantics)
         if semantics[0] != semantics[1] and "none" not in semantics:
@@ -300,9 +302,16 @@ def verdict(summary: Summary, logprobs: bool, atol: float) -> Verdict:
                 for c in ("decisive_flip", "near_tie_flip", "sampling_divergence", "stop_divergence", "inconclusive")
                 if classes.get(c)
             )
-            verb = "diverges" if diverging == 1 else "diverge"
-            parts.append(f"{diverging} of {count(compared, 'prompt')} {verb} in its tokens ({kinds})."
-                         if diverging == 1 else f"{diverging} of {count(compared, 'prompt')} {verb} in their tokens ({kinds}).")
+            tokens, stopped = statuses.get("tokens_diverge", 0), statuses.get("stopped_early", 0)
+            clauses = []
+            if tokens:
+                clauses.append(f"{tokens} of {count(compared, 'prompt')} "
+                               + ("diverges in its tokens" if tokens == 1 else "diverge in their tokens"))
+            if stopped:
+                clauses.append(f"{stopped} of {count(compared, 'prompt')} "
+                               + ("stops" if stopped == 1 else "stop")
+                               + " at another length, the shorter output a prefix of the longer")
+            parts.append(f"{'; '.join(clauses)} ({kinds}).")
         differ = statuses.get("logprobs_differ", 0)
         if differ:
             parts.append(f"{differ} of {count(compared, 'prompt')} {'differs' if differ == 1 else 'differ'} only in logprobs.")
@@ -316,5 +325,10 @@ def verdict(summary: Summary, logprobs: bool, atol: float) -> Verdict:
                 f"({statuses.get('left_only', 0)} left, {statuses.get('right_only', 0)} right)."
             )
     t2 = "cannot be judged" if tier2 is None else ("holds" if tier2 else "fails")
+    if atol and tier2 is not None:
+        t2 += f" with atol {atol:g}"
+        if tier1 and not tier2:
+            t2 += (" (logprobs within it count as equal, but a top-k list that holds other tokens, or an "
+                   "alternative moved by more, does not)")
     parts.append(f"Tier 1 {'holds' if tier1 else 'fails'}; Tier 2 {t2}.")
     return Verdict(classification=overall, tier1=tier1, tier2=tier2, text=" ".join(parts))

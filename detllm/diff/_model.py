@@ -187,6 +187,10 @@ class Attribution(_Struct):
     factors: list[str]
     """The categories of the differing fields that count (``ignored`` never does)."""
     text: str
+    settings: list[str] = []
+    """The factors by name (``model``, ``dtype``, ``seed``, ``max_new_tokens``, ``batch_size``,
+    ``backend``, ``environment``, ..., and ``input_ids`` when rows show other inputs), in field order.
+    Added in report version 1.1."""
 
 
 class Setup(_Struct):

@@ -24,7 +24,8 @@ from ._options import DiffOptions
 from ._results import PromptResults
 
 REPORT_FORMAT = "detllm.report"
-REPORT_VERSION = "1.0"
+REPORT_VERSION = "1.1"
+"""1.1 added ``attribution.settings`` (the differing factors by name)."""
 SUPPORTED_MAJOR = 1
 
 Version = Annotated[str, msgspec.Meta(pattern=r"^1\.[0-9]+$")]

@@ -23,15 +23,16 @@ import msgspec
 from ..diff import DiffOptions, PositionCount, Token
 from ..diff._analysis import Context, compare
 from ..diff._engine import trace_info
-from ..diff._header import attribute, category_of, flatten_header
+from ..diff._header import attribute, category_of, flatten_header, greedy_exempt, is_unknown_fingerprint, unfingerprinted
 from ..diff._locate import locate_trace, traces_in
 from ..diff._model import CLASSIFICATIONS, HeaderDifference
 from ..diff._numbers import count
 from .._json_errors import DECODE_ERRORS
 from ..diff._rows import RowProblem, SideRow, decode_row, prompt_id_decoder, prompt_id_of
-from ..errors import NewerMinorVersionWarning, TraceFormatError, UsageError
+from ..errors import InputError, NewerMinorVersionWarning, TraceFormatError, UsageError
 from ..reader import TraceReader, open_trace
 from ..trace import Header
+from ..writer import PARTIAL_SUFFIX
 from ._aggregate_model import (
     AggregateReport,
     AggregateSetup,
@@ -54,6 +55,13 @@ def expand_paths(paths: Sequence[str | os.PathLike[str]], *, allow_incomplete: b
         p = Path(path)
         if p.is_dir():
             found = traces_in(p, allow_incomplete=allow_incomplete)
+            if not allow_incomplete:
+                partial = next((f for f in traces_in(p, allow_incomplete=True) if f.name.endswith(PARTIAL_SUFFIX)), None)
+                if partial is not None:
+                    raise InputError(
+                        f"{partial}: a trace that did not finish, so {p} is incomplete "
+                        "(pass --allow-incomplete to compare the complete rows)"
+                    )
             if not found:
                 files.append(locate_trace(p, allow_incomplete=allow_incomplete))  # raises the error
             files.extend(str(f) for f in found)
@@ -62,7 +70,7 @@ def expand_paths(paths: Sequence[str | os.PathLike[str]], *, allow_incomplete: b
     return files
 
 
-@dataclass
+@dataclass(slots=True)
 class _Stored:
     run: int
     line: int
@@ -70,13 +78,13 @@ class _Stored:
     length: int
 
 
-@dataclass
+@dataclass(slots=True)
 class _LogprobVariant:
     runs: list[int]
     stored: _Stored
 
 
-@dataclass
+@dataclass(slots=True)
 class _TokenVariant:
     token_ids: list[int]
     finish_reason: str
@@ -85,7 +93,7 @@ class _TokenVariant:
     first: _Stored | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Prompt:
     order: int
     variants: dict[bytes, _TokenVariant] = field(default_factory=dict)
@@ -350,14 +358,20 @@ def _setup(headers: list[Header]) -> AggregateSetup:
         if len(values) < 2:
             continue
         category = category_of(name)
-        if name == "decoding.seed" and greedy:
+        if greedy_exempt(name, greedy) is not None:
             category = "ignored"
+        elif is_unknown_fingerprint(name, [v for v, _ in values.values()]):
+            category = "recording"
         varying.append(
             FieldVariation(field=name, category=category, values=[ValueRuns(value=v, runs=r) for v, r in values.values()])  # type: ignore[arg-type]
         )
         first, second = list(values.values())[:2]
         differences.append(HeaderDifference(field=name, left=first[0], right=second[0], absent=None, category=category))  # type: ignore[arg-type]
-    return AggregateSetup(varying=varying, attribution=attribute(differences, [h.batch.size for h in headers]))
+    attribution = attribute(differences, [h.batch.size for h in headers])
+    caveat = unfingerprinted(headers)
+    if caveat:
+        attribution = msgspec.structs.replace(attribution, text=attribution.text + caveat)
+    return AggregateSetup(varying=varying, attribution=attribution)
 
 
 def _report(work: _Aggregation) -> AggregateReport:

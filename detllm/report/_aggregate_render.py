@@ -101,7 +101,7 @@ def _text(report: AggregateReport, max_prompts: int) -> Iterator[str]:
             f"{groups:>9}  {escape(p.classification)}"
         )
     if len(report.prompts) > len(shown):
-        yield f"  ... and {len(report.prompts) - len(shown)} more prompts, each with one completion"
+        yield _more_prompts(report, shown)
     yield "  (completions: distinct token sequences; majority: runs giving the most common"
     yield "  one; logprobs: distinct logprob vectors among those runs)"
     interesting = _interesting(report)
@@ -131,11 +131,14 @@ def _text(report: AggregateReport, max_prompts: int) -> Iterator[str]:
         for label, n in buckets:
             bar = "#" * max(1, round(n / most * 40))
             yield f"  {label:>9}  {bar} {n}"
-    shown_divergences = 0
+    shown_divergences = hidden = 0
     for p in interesting:
         for variant in p.variants[1:]:
             c = variant.comparison
-            if c is None or c.divergence is None or shown_divergences >= max_prompts:
+            if c is None or c.divergence is None:
+                continue
+            if shown_divergences >= max_prompts:
+                hidden += 1
                 continue
             shown_divergences += 1
             yield ""
@@ -147,6 +150,22 @@ def _text(report: AggregateReport, max_prompts: int) -> Iterator[str]:
             )
             yield from paragraph(title, "")
             yield from divergence_lines(c, report.options.near_tie_factor, k)
+    if hidden:
+        yield ""
+        yield f"... and {count(hidden, 'more divergence')} against the majority (all are in the JSON report)"
+
+
+def _more_prompts(report: AggregateReport, shown: list[PromptAggregate]) -> str:
+    """The line under a cut prompt table: how many are left out, and whether any of them split."""
+    listed = {p.prompt_id for p in shown}
+    left_out = [p for p in report.prompts if p.prompt_id not in listed]
+    split = sum(p.completions > 1 or bool(p.missing) for p in left_out)
+    if not split:
+        return f"  ... and {count(len(left_out), 'more prompt')}, each with one completion"
+    return (
+        f"  ... and {count(len(left_out), 'more prompt')}, {split} of them with completions that split or "
+        "missing from a run (all are in the JSON report)"
+    )
 
 
 def render_aggregate_markdown(report: AggregateReport, *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> str:
@@ -181,6 +200,9 @@ def _markdown(report: AggregateReport, max_prompts: int) -> Iterator[str]:
         groups = "n/a" if p.logprob_groups is None else str(p.logprob_groups)
         split = cell(p.split.text) if p.split is not None else ""
         yield f"| {code(p.prompt_id)} | {p.completions} | {p.majority_runs}/{s.runs} | {groups} | {code(p.classification)} | {split} |"
+    split_hidden = len(report.prompts) - stable - len(shown)
+    if split_hidden:
+        yield f"| {count(split_hidden, 'more prompt')} whose completions split (all are in the JSON report) | | | | | |"
     if stable:
         yield f"| {count(stable, 'other prompt')} | 1 | {s.runs}/{s.runs} | | | |"
     yield ""
@@ -191,11 +213,14 @@ def _markdown(report: AggregateReport, max_prompts: int) -> Iterator[str]:
         for label, n in buckets:
             yield f"| {label} | {n} |"
         yield ""
-    shown_divergences = 0
-    for p in shown:
+    shown_divergences = hidden = 0
+    for p in (p for p in report.prompts if p.completions > 1 or p.missing):
         for variant in p.variants[1:]:
             c = variant.comparison
-            if c is None or c.divergence is None or shown_divergences >= max_prompts:
+            if c is None or c.divergence is None:
+                continue
+            if shown_divergences >= max_prompts:
+                hidden += 1
                 continue
             shown_divergences += 1
             k = min(report.runs[variant.reference_run].top_k, report.runs[variant.run].top_k)
@@ -205,6 +230,9 @@ def _markdown(report: AggregateReport, max_prompts: int) -> Iterator[str]:
                 f"{c.divergence.index}"
             )
             yield from divergence_md(c, report.options.near_tie_factor, k, title=title)
+    if hidden:
+        yield f"... and {count(hidden, 'more divergence')} against the majority (all are in the JSON report)."
+        yield ""
     yield "<details><summary>Runs</summary>"
     yield ""
     yield "| run | trace | batch | rows |"

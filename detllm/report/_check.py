@@ -22,6 +22,7 @@ from ..diff._model import TIER1_FAILURES
 from ..diff._numbers import count
 from ..errors import InputError, TraceFormatError, UsageError
 from ..reader import open_trace
+from ..writer import PARTIAL_SUFFIX
 from ._aggregate import aggregate_traces
 from ._check_model import (
     CheckComparison,
@@ -141,12 +142,15 @@ def read_determinism(directory: str | os.PathLike[str]) -> CheckDeterminism:
     return CheckDeterminism(mode=mode, complete=complete and not missing, missing=missing)  # type: ignore[arg-type]
 
 
-def rebuild_check_report(directory: str | os.PathLike[str], options: DiffOptions | None = None) -> CheckReport:
-    """Judge a check directory again from its traces (``options`` default to the check's)."""
+def rebuild_check_report(
+    directory: str | os.PathLike[str], options: DiffOptions | None = None, *, allow_incomplete: bool = False
+) -> CheckReport:
+    """Judge a check directory again from its traces (``options`` default to the check's;
+    ``allow_incomplete`` applies to those defaults)."""
     document, plan = read_plan(directory)
     config = document.get("config") or {}
     if options is None:
-        options = DiffOptions(tier=plan.tier, atol=plan.atol)
+        options = DiffOptions(tier=plan.tier, atol=plan.atol, allow_incomplete=allow_incomplete)
     settings = CheckSettings(
         model=str(config.get("model", "")),
         backend=str(config.get("backend", "")),
@@ -169,7 +173,7 @@ _placed = msgspec.json.Decoder(_Placed)
 def _batch_mates(path: Path) -> dict[str, frozenset[str]] | None:
     """Each prompt's batch-mates, from the rows' placements; None when a row has none."""
     batches: dict[int, list[str]] = {}
-    with open_trace(path, verify_digest=False, check_rows=False) as reader:
+    with open_trace(path, verify_digest=False, check_rows=False, allow_incomplete=path.name.endswith(PARTIAL_SUFFIX)) as reader:
         for _, raw in reader.raw_rows():
             row = _placed.decode(raw)
             if not isinstance(row.batch, dict) or "index" not in row.batch:
@@ -192,6 +196,7 @@ def build_check_report(
 ) -> CheckReport:
     """Compare every run with run 0 and aggregate all of them."""
     base = Path(directory)
+    planned, notes = recorded_runs(base, planned, options.allow_incomplete)
     if len(planned) < 2:
         raise UsageError("a check needs at least two traces to compare")
     paths = [base / run.path for run in planned]
@@ -199,7 +204,6 @@ def build_check_report(
     comparisons: list[CheckComparison] = []
     per_prompt: dict[str, list[CheckDivergence]] = {}
     infos = []
-    notes: list[str] = []
     for index, (run, path) in enumerate(zip(planned, paths)):
         if index == 0:
             continue
@@ -275,6 +279,38 @@ def build_check_report(
         prompts=prompts,
         notes=tuple(notes),
     )
+
+
+class IncompleteCheckError(InputError):
+    """A check directory lacks some of its planned traces, or holds one that did not finish."""
+
+
+def recorded_runs(base: Path, planned: Sequence[PlannedRun], allow_incomplete: bool) -> tuple[list[PlannedRun], list[str]]:
+    """The planned runs whose traces a check directory holds, and a note when some are not whole.
+
+    A trace that did not finish (``<path>.partial``) or was never written makes the
+    check incomplete: an :class:`IncompleteCheckError`, unless ``allow_incomplete``,
+    which keeps the complete rows of the partial traces and says so.
+    """
+    found: list[PlannedRun] = []
+    unfinished: list[str] = []
+    missing: list[str] = []
+    for run in planned:
+        if (base / run.path).is_file():
+            found.append(run)
+        elif (base / (run.path + PARTIAL_SUFFIX)).is_file():
+            unfinished.append(f"{run.name} did not finish ({run.path}{PARTIAL_SUFFIX})")
+            found.append(msgspec.structs.replace(run, path=run.path + PARTIAL_SUFFIX))
+        else:
+            missing.append(run.name)
+    if not unfinished and not missing:
+        return list(planned), []
+    what = "; ".join(unfinished + ([f"{', '.join(missing)} {'was' if len(missing) == 1 else 'were'} not recorded"] if missing else []))
+    if not allow_incomplete:
+        raise IncompleteCheckError(
+            f"{base}: the check is incomplete: {what} (pass --allow-incomplete to report on the complete rows)"
+        )
+    return found, [f"The check is incomplete: {what}. This report covers the complete rows of {count(len(found), 'trace')} of {len(planned)}."]
 
 
 def _relative(text: str, base: Path) -> str:

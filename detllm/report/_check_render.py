@@ -184,7 +184,7 @@ def _text(report: CheckReport, max_prompts: int) -> Iterator[str]:
         yield ""
         title = (
             f'Prompt "{prompt.prompt_id}", {right.name} against {left.name}: {result.classification} '
-            f"at token {result.divergence.index} (left {result.divergence.left.length} tokens, "
+            f"at token {result.divergence.index} (left {count(result.divergence.left.length, 'token')}, "
             f"right {result.divergence.right.length})"
         )
         yield from paragraph(title, "")

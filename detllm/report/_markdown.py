@@ -50,7 +50,7 @@ def _trace_rows(left: TraceInfo, right: TraceInfo) -> Iterator[str]:
 
 def _side_cells(side: Side) -> dict[str, str]:
     if side.token is None:
-        return {"token": f"stopped after {side.length} tokens ({cell(side.finish_reason)})"}
+        return {"token": f"stopped after {count(side.length, 'token')} ({cell(side.finish_reason)})"}
     other = "not in the top-k" if side.rank_in_other is None else f"#{side.rank_in_other}, logprob {lp(side.other_logprob)}"
     return {
         "token": tok(side.token),
@@ -69,7 +69,8 @@ def divergence_md(result: PromptResult, factor: float, k: int, title: str | None
     yield ""
     if d.context:
         start = "..." if d.context_start > 0 else ""
-        yield f"Common context (tokens {d.context_start}-{d.index - 1}): {code(start + chr(34) + raw_tokens_text(d.context) + chr(34))}"
+        span = f"token {d.context_start}" if d.context_start == d.index - 1 else f"tokens {d.context_start}-{d.index - 1}"
+        yield f"Common context ({span}): {code(start + chr(34) + raw_tokens_text(d.context) + chr(34))}"
         yield ""
     left, right = _side_cells(d.left), _side_cells(d.right)
     yield "| | left | right |"
@@ -90,7 +91,7 @@ def divergence_md(result: PromptResult, factor: float, k: int, title: str | None
                 f"| {tok(Token(id=b.id, text=b.text)) if b else ''} | {f'{b.logprob:.8g}' if b else ''} |"
             )
         yield ""
-    yield from _drift(result, f"the {d.index} tokens before")
+    yield from _drift(result, f"the {count(d.index, 'token')} before")
     if result.evidence is not None:
         e = result.evidence
         if e.gap is not None and e.tolerance is not None:

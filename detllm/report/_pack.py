@@ -21,14 +21,15 @@ import msgspec
 import orjson
 
 from .._escape import code, code_block, markdown
+from .._claim import DirectoryClaim
 from ..capture.backend import Prompt
 from ..capture.prompts import prompt_lines
-from ..capture.runner import ENV_FILE, RUN_CONFIG_FILE, TRACE_FILE, RunConfig, check_directory
+from ..capture.runner import ENV_FILE, RUN_CONFIG_FILE, TRACE_FILE, RunConfig
 from ..diff._model import TIER1_FAILURES
 from ..errors import InputError, UsageError
 from ..reader import open_trace
-from ..writer import TraceWriter
-from ._check import DETERMINISM_FILE, ISOLATED_DIR, TRACES_DIR, read_plan, rebuild_check_report
+from ..writer import PARTIAL_SUFFIX, TraceWriter
+from ._check import DETERMINISM_FILE, ISOLATED_DIR, TRACES_DIR, read_plan, rebuild_check_report, recorded_runs
 from ._check_model import CheckReport
 from ._load import load_report
 from ._render import write_report_dir
@@ -52,6 +53,8 @@ class PackResult:
     """The report on the packed traces (None for a run directory, which has one trace)."""
     command: list[str]
     """The command that records the same kind of evidence again, on the packed prompts."""
+    incomplete: str | None = None
+    """What a check that did not finish lacked (``allow_incomplete``); None when whole."""
 
 
 def diverging_prompts(report: CheckReport, tier: int) -> list[str]:
@@ -70,10 +73,17 @@ def make_pack(
     *,
     all_prompts: bool = False,
     tier: int | None = None,
+    allow_incomplete: bool = False,
 ) -> PackResult:
     """Write the minimal repro pack of a check directory (or of a run directory, with
-    ``all_prompts``) to ``out``, which must not exist or be empty."""
-    base = Path(source)
+    ``all_prompts``) to ``out``, which must not exist or be empty; ``out`` is claimed
+    first, so two packs never write into one directory. ``allow_incomplete``: pack a
+    check that did not finish, from the complete rows of the traces it wrote."""
+    with DirectoryClaim(out) as claim, _removed_on_failure(claim.directory, created=claim.created):
+        return _make_pack(Path(source), claim.directory, all_prompts, tier, allow_incomplete)
+
+
+def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow_incomplete: bool) -> PackResult:
     if not base.is_dir():
         raise InputError(f"{base}: not a directory (give a check or run directory)")
     config_path = base / RUN_CONFIG_FILE
@@ -84,7 +94,8 @@ def make_pack(
         return _pack_run(base, Path(out), document, all_prompts)
     _, plan = read_plan(base)
     saved = base / "report.json"
-    report = load_report(saved) if saved.is_file() else rebuild_check_report(base)
+    report = load_report(saved) if saved.is_file() else rebuild_check_report(base, allow_incomplete=allow_incomplete)
+    runs, incomplete = recorded_runs(base, plan.traces, allow_incomplete)
     if not isinstance(report, CheckReport):
         raise InputError(f"{saved}: not a check report (kind {report.kind!r})")
     tier = report.options.tier if tier is None else tier
@@ -102,20 +113,12 @@ def make_pack(
     unlisted = [k for k in keep if k not in listed]
     if unlisted:
         raise InputError(f"{config_path}: prompt {unlisted[0]!r} of the check's traces is not in its prompts")
-    directory = check_directory(out)
-    with _removed_on_failure(directory):
-        return _write_check_pack(base, directory, document, plan, report, keep, all_ids, tier)
-
-
-def _write_check_pack(
-    base: Path, directory: Path, document: dict[str, Any], plan: Any, report: CheckReport,
-    keep: list[str], all_ids: list[str], tier: int,
-) -> PackResult:  # fmt: skip
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = out  # claimed by make_pack
     (directory / TRACES_DIR).mkdir()
     wanted = set(keep)
-    for run in plan.traces:
-        _filter_trace(base / run.path, directory / run.path, wanted)
+    for run in runs:
+        # A trace that did not finish is packed whole: its complete rows, with a footer.
+        _filter_trace(base / run.path, directory / run.path.removesuffix(PARTIAL_SUFFIX), wanted)
     for name in (ENV_FILE, DETERMINISM_FILE):
         shutil.copyfile(base / name, directory / name)
     for isolated in sorted((base / ISOLATED_DIR).glob(f"*/{DETERMINISM_FILE}")):
@@ -128,6 +131,11 @@ def _write_check_pack(
     packed = dict(document)
     packed["prompts"] = prompts
     packed["pack"] = {"source": str(base), "prompts": len(all_ids), "kept": keep, "tier": tier}
+    if incomplete:
+        packed["check"] = dict(packed["check"], traces=[
+            msgspec.to_builtins(msgspec.structs.replace(r, path=r.path.removesuffix(PARTIAL_SUFFIX))) for r in runs
+        ])
+        packed["pack"]["incomplete"] = incomplete[0]
     _write(directory / RUN_CONFIG_FILE, orjson.dumps(packed, option=orjson.OPT_INDENT_2) + b"\n")
     _write(directory / PROMPT_FILE, prompt_lines(_prompts(prompts)))
     options = report.options.replace(tier=tier)
@@ -145,8 +153,12 @@ def _write_check_pack(
         at = command.index("--compositions")
         del command[at : at + 2]
     write_report_dir(packed_report, directory, command=command)
-    _write(directory / README, _check_readme(base, packed_report, plan, keep, len(all_ids), tier, command).encode())
-    return PackResult(directory=directory, prompts=keep, total=len(all_ids), report=packed_report, command=command)
+    readme = _check_readme(base, packed_report, plan, keep, len(all_ids), tier, command)
+    if incomplete:
+        readme = readme.replace("\n## What was found\n", f"\n{incomplete[0]}\n\n## What was found\n", 1)
+    _write(directory / README, readme.encode())
+    return PackResult(directory=directory, prompts=keep, total=len(all_ids), report=packed_report, command=command,
+                      incomplete=incomplete[0] if incomplete else None)
 
 
 def _pack_run(base: Path, out: Path, document: dict[str, Any], all_prompts: bool) -> PackResult:
@@ -158,13 +170,7 @@ def _pack_run(base: Path, out: Path, document: dict[str, Any], all_prompts: bool
     trace = base / TRACE_FILE
     if not trace.is_file():
         raise InputError(f"{base}: no {TRACE_FILE}")
-    directory = check_directory(out)
-    with _removed_on_failure(directory):
-        return _write_run_pack(base, directory, document, trace)
-
-
-def _write_run_pack(base: Path, directory: Path, document: dict[str, Any], trace: Path) -> PackResult:
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = Path(out)  # claimed by make_pack
     ids = [p["id"] for p in document.get("prompts", [])]
     _filter_trace(trace, directory / TRACE_FILE, set(ids))
     for name in (ENV_FILE, DETERMINISM_FILE, RUN_CONFIG_FILE):
@@ -191,9 +197,10 @@ def _write_run_pack(base: Path, directory: Path, document: dict[str, Any], trace
 
 
 @contextmanager
-def _removed_on_failure(directory: Path) -> Iterator[None]:
-    """Remove what was written in ``directory`` (absent or empty before) when the block fails."""
-    existed = directory.exists()
+def _removed_on_failure(directory: Path, *, created: bool) -> Iterator[None]:
+    """Remove what was written in ``directory`` (``created`` for this pack, or empty before)
+    when the block fails."""
+    existed = not created
     try:
         yield
     except BaseException:
@@ -209,9 +216,11 @@ def _removed_on_failure(directory: Path) -> Iterator[None]:
 
 
 def _filter_trace(source: Path, target: Path, wanted: set[str]) -> None:
-    """Copy ``source`` to ``target`` with only the rows of ``wanted`` prompts, every one of them."""
+    """Copy ``source`` to ``target`` with only the rows of ``wanted`` prompts: every one of
+    them, unless ``source`` is a trace that did not finish (then its complete rows)."""
     written: set[str] = set()
-    with open_trace(source) as reader:
+    partial = source.name.endswith(PARTIAL_SUFFIX)
+    with open_trace(source, allow_incomplete=partial) as reader:
         header = reader.header
         with TraceWriter(target, header) as writer:
             for row in reader:
@@ -219,7 +228,7 @@ def _filter_trace(source: Path, target: Path, wanted: set[str]) -> None:
                     writer.write(row)
                     written.add(row.prompt_id)
             missing = sorted(wanted - written)
-            if missing:
+            if missing and not partial:
                 raise InputError(
                     f"{source}: has no row for prompt {missing[0]!r}"
                     + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
@@ -259,7 +268,7 @@ def _check_readme(
         if failed:
             left, right = report.runs[c.left], report.runs[c.right]
             comparisons.append(f"detllm diff {left.trace.path} {right.trace.path}")
-    first = plan.traces[0].path
+    first = report.runs[0].trace.path
     lines = [
         "# detLLM repro pack",
         "",

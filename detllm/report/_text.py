@@ -94,7 +94,7 @@ def count_lines(report: DiffReport) -> list[str]:
 
 def _token_line(side: Side) -> str:
     if side.token is None:
-        return f"(stopped after {side.length} tokens: {escape(side.finish_reason)})"
+        return f"(stopped after {count(side.length, 'token')}: {escape(side.finish_reason)})"
     return f"{token(side.token)} (id {side.token.id})"
 
 
@@ -132,7 +132,7 @@ def divergence_title(result: PromptResult) -> str:
     assert d is not None
     return (
         f'Prompt "{escape(result.prompt_id)}": {result.classification} at token {d.index} '
-        f"(left {d.left.length} tokens, right {d.right.length})"
+        f"(left {count(d.left.length, 'token')}, right {d.right.length})"
     )
 
 
@@ -162,7 +162,7 @@ def divergence_lines(result: PromptResult, factor: float, k: int) -> list[str]:
                 lines.append(line)
         if d.left.margin is not None or d.right.margin is not None:
             lines.append(f"  top1-top2 margin: left {num(d.left.margin)}, right {num(d.right.margin)}")
-    lines.extend(drift_lines(result, f"the {d.index} tokens before"))
+    lines.extend(drift_lines(result, f"the {count(d.index, 'token')} before"))
     if result.evidence is not None:
         e = result.evidence
         if e.gap is not None and e.tolerance is not None:

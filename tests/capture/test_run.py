@@ -216,3 +216,33 @@ def test_module_entry_point_in_a_fresh_process(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert (out / "trace.jsonl").is_file()
+
+
+def _racers(command: list[str]) -> list[tuple[int, str]]:
+    import subprocess
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    procs = [subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env) for _ in range(2)]
+    return sorted((p.wait(timeout=300), p.stderr.read().strip()) for p in procs)  # type: ignore[union-attr]
+
+
+def test_two_runs_racing_into_one_directory_one_refuses(tmp_path) -> None:
+    out = tmp_path / "run"
+    finished = _racers([sys.executable, "-m", "detllm", "run", "--model", "tiny-gpt2", "--device", "cpu",
+                        "--max-new-tokens", "4", "--out", str(out)])  # fmt: skip
+    assert [code for code, _ in finished] == [0, 2]
+    assert finished[1][1].startswith(f"detllm: {out}: ") and "\n" not in finished[1][1]
+    assert validate_trace(out / "trace.jsonl").valid
+    assert sorted(p.name for p in out.iterdir()) == ["determinism_applied.json", "env.json", "run_config.json", "trace.jsonl"]
+
+
+def test_two_checks_racing_into_one_directory_one_refuses(tmp_path) -> None:
+    out = tmp_path / "check"
+    finished = _racers([sys.executable, "-m", "detllm", "check", "--model", "tiny-gpt2", "--device", "cpu",
+                        "--max-new-tokens", "4", "--batch-size", "1,2", "--out", str(out), "-q"])  # fmt: skip
+    assert sorted(code for code, _ in finished)[1] == 2 and sorted(code for code, _ in finished)[0] in (0, 1)
+    assert finished[-1][1].startswith(f"detllm: {out}: ") and "\n" not in finished[-1][1]
+    assert main(["validate", str(out / "traces"), "-q"]) == 0
+    assert not (out / ".detllm-claim").exists()

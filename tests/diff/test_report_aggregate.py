@@ -79,7 +79,7 @@ def test_missing_prompts(tmp_path: Path) -> None:
 def test_round_trip(tmp_path: Path) -> None:
     report = aggregate_traces(make_runs(tmp_path))
     data = report.to_dict()
-    assert (data["kind"], data["version"]) == ("aggregate", "1.0")
+    assert (data["kind"], data["version"]) == ("aggregate", "1.1")
     assert AggregateReport.from_dict(json.loads(json.dumps(data))).to_dict() == data
 
 
@@ -96,3 +96,20 @@ def test_split_wording() -> None:
     assert split_text(102, branches) == 'identical for 102 tokens, then 992 runs say " X" and 8 say " Y"'
     stop = [branches[0], Branch(token=None, runs=3, variants=[2])]
     assert split_text(1, stop) == 'identical for 1 token, then 992 runs say " X" and 3 stop'
+
+
+def test_cut_aggregate_reports_say_what_they_leave_out(tmp_path: Path) -> None:
+    from detllm.report import render_markdown, render_text
+    from tests.diff import _traces as t
+
+    rows = t.rows(5, length=8)
+    flipped = [t.flip_at(r, 3) if i < 3 else r for i, r in enumerate(rows)]
+    paths = [t.write(tmp_path / f"r{i}.jsonl", data) for i, data in enumerate((rows, rows, flipped))]
+    report = aggregate_traces(paths)
+    text = render_text(report, max_prompts=1)
+    assert "  ... and 3 more prompts, 1 of them with completions that split or missing from a run (all are in the JSON report)" in text
+    assert "each with one completion" not in text
+    assert "... and 2 more divergences against the majority (all are in the JSON report)" in text
+    markdown = render_markdown(report, max_prompts=1)
+    assert "| 1 more prompt whose completions split (all are in the JSON report) | | | | | |" in markdown
+    assert "... and 2 more divergences against the majority (all are in the JSON report)." in markdown
