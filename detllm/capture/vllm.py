@@ -62,6 +62,7 @@ OPTIONS: dict[str, str] = {
     "reset_prefix_cache": "true: empty the prefix cache before every batch, so repeats start cold (default true)",
     "enable_chunked_prefill": "true/false (default: vLLM's default)",
     "max_num_batched_tokens": "scheduler token budget per step (default: vLLM's default)",
+    "max_num_seqs": "largest number of sequences the scheduler runs at once (default: the largest batch size; not below it)",
     "max_model_len": "context length the engine allocates for (default: the model's)",
     "tensor_parallel_size": "number of devices (default 1)",
     "seed": "the engine seed (default 0, vLLM's default)",
@@ -113,7 +114,7 @@ class VLLMBackend:
             "tokenizer": str(tokenizer_dir),
             "dtype": config.dtype,
             "seed": _integer(options, "seed", 0),
-            "max_num_seqs": config.max_batch_size,
+            "max_num_seqs": self._max_num_seqs(options),
             "logprobs_mode": LOGPROBS_MODES[self.logprob_mode],
             "max_logprobs": self.max_logprobs,
             "enforce_eager": _flag(options, "enforce_eager", current_platform.is_cpu()),
@@ -148,6 +149,8 @@ class VLLMBackend:
         self._tokenizer = self._llm.get_tokenizer()
         self._vocab_size = int(self._llm.llm_engine.model_config.get_vocab_size())
         self._texts: dict[int, str] = {}
+        self.cached_tokens: dict[str, int | None] = {}
+        """Prompt id -> the prompt tokens vLLM took from its prefix cache, for the last run of each prompt."""
         self._settings = self._engine_settings()
         self._closed = False
 
@@ -205,6 +208,7 @@ class VLLMBackend:
         _check_scheduled_together(outputs, self._settings.get("max_num_batched_tokens"))
         rows = []
         for prompt, output in zip(batch, outputs):
+            self.cached_tokens[prompt.id] = getattr(output, "num_cached_tokens", None)
             row = _row_from_output(prompt, output, top_k)
             ids = [*row.token_ids, *(token for step in row.top_logprobs or [] for token, _ in step)]
             rows.append(msgspec.structs.replace(row, token_texts=self._token_texts(ids)))
@@ -235,6 +239,15 @@ class VLLMBackend:
         return [p.pid for p in self._engine_processes]
 
     # -- internals -------------------------------------------------------------------
+
+    def _max_num_seqs(self, options: Mapping[str, Any]) -> int:
+        value = _integer(options, "max_num_seqs", self.config.max_batch_size)
+        if value < self.config.max_batch_size:
+            raise CaptureError(
+                f"the vllm option max_num_seqs={value} is below the largest batch size ({self.config.max_batch_size}): "
+                "vLLM would split those batches"
+            )
+        return value
 
     def _engine_prompt(self, prompt: Prompt) -> Any:
         if prompt.token_ids is not None:

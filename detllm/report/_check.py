@@ -23,6 +23,7 @@ from ..diff._numbers import count
 from ..errors import InputError, TraceFormatError, UsageError
 from ..reader import open_trace
 from ._aggregate import aggregate_traces
+from ._sweep import build_sweep_report
 from ._check_model import (
     CheckComparison,
     CheckDeterminism,
@@ -274,6 +275,7 @@ def build_check_report(
         comparisons=comparisons,
         prompts=prompts,
         notes=tuple(notes),
+        sweep=build_sweep_report(base, options),
     )
 
 
