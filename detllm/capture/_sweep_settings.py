@@ -141,6 +141,7 @@ SETTINGS: dict[str, dict[str, Setting]] = {
         "max_num_seqs": _vllm("max_num_seqs", _int),
         "attention_backend": _vllm("attention_backend", _str, matches=_member),
         "kv_cache_dtype": _vllm("kv_cache_dtype", _str),
+        "block_size": _vllm("block_size", _int),
         "tensor_parallel_size": _vllm("tensor_parallel_size", _int),
         "batch_invariant": _vllm("batch_invariant", _bool, unsupported=_gpu_only),
         "dtype": Setting(name="dtype", where="dtype", parse=_dtype, fresh_engine=True, read_back=_dtype_of),

@@ -136,6 +136,15 @@ def _applied(variant: Variant, header: Header) -> tuple[dict[str, Any], str | No
     return applied, problem
 
 
+def _is_baseline(variant: Variant, header: Header) -> bool:
+    """The baseline already runs with every value (companion options included)."""
+    if not all(s.matches(s.read_back(header), v) for s, v in variant.values):
+        return False
+    swept = {s.name for s, _ in variant.values}
+    companions = {k: v for k, v in variant.changes.get("options", {}).items() if k not in swept}
+    return all(header.backend_settings.get(k) == v for k, v in companions.items())
+
+
 def run_sweep(
     directory: Path,
     baseline: str,
@@ -177,7 +186,7 @@ def _run_variant(
         reason = setting.unsupported(base_header)
         if reason is not None:
             return SweepVariantRecord(status="not_run", reason=reason, **common)
-    if not variant.probes_prefix_cache and all(s.matches(s.read_back(base_header), v) for s, v in variant.values):
+    if not variant.probes_prefix_cache and _is_baseline(variant, base_header):
         return SweepVariantRecord(status="baseline", reason="the baseline already runs with these values", **common)
     batch_size = base_header.batch.size
     try:

@@ -63,11 +63,13 @@ OPTIONS: dict[str, str] = {
     "enable_chunked_prefill": "true/false (default: vLLM's default)",
     "max_num_batched_tokens": "scheduler token budget per step (default: vLLM's default)",
     "max_num_seqs": "largest number of sequences the scheduler runs at once (default: the largest batch size; not below it)",
+    "block_size": "tokens per KV-cache block; the prefix cache shares whole blocks only (default: vLLM's, 128 on CPU)",
     "max_model_len": "context length the engine allocates for (default: the model's)",
     "tensor_parallel_size": "number of devices (default 1)",
     "seed": "the engine seed (default 0, vLLM's default)",
     "max_logprobs": "largest top-k the engine accepts (default 20)",
     "attention_backend": "vLLM attention backend name (default: vLLM's choice)",
+    "kv_cache_dtype": "KV cache element type: auto (the model's dtype), fp8, ... (default: vLLM's, auto)",
     "kv_cache_memory_bytes": "KV cache size in bytes (on CPU also VLLM_CPU_KVCACHE_SPACE, in GiB)",
     "gpu_memory_utilization": "fraction of GPU memory vLLM may use",
 }
@@ -125,13 +127,15 @@ class VLLMBackend:
         for key in ("enable_prefix_caching", "enable_chunked_prefill"):
             if key in options:
                 engine_args[key] = _flag(options, key, False)
-        for key in ("max_num_batched_tokens", "max_model_len", "kv_cache_memory_bytes"):
+        for key in ("max_num_batched_tokens", "max_model_len", "kv_cache_memory_bytes", "block_size"):
             if key in options:
                 engine_args[key] = _integer(options, key, 0)
         if "gpu_memory_utilization" in options:
             engine_args["gpu_memory_utilization"] = float(options["gpu_memory_utilization"])
         if "attention_backend" in options:
             engine_args["attention_backend"] = str(options["attention_backend"])
+        if "kv_cache_dtype" in options:
+            engine_args["kv_cache_dtype"] = str(options["kv_cache_dtype"])
 
         overrides = {}
         if self.batch_invariant:

@@ -73,6 +73,11 @@ def _probe(counters: PrefixCounters) -> PrefixProbe:
             f"(vLLM's num_cached_tokens is 0 or missing): for those, warm and cold ran the same way, "
             f"and the probe tested nothing"
         )
+        if counters.block_size:
+            text += (
+                f" (vLLM caches whole blocks of {counters.block_size} tokens: a prompt needs more than "
+                f"{counters.block_size} tokens to be served from the cache; see the backend option block_size)"
+            )
     if cold_hits:
         text += f"; the cold pass already hit it for {cold_hits} (prompts sharing a prefix with earlier ones)"
     return PrefixProbe(prompts=n, warm_hits=warm_hits, cold_hits=cold_hits, missed=missed, text=text + ".")

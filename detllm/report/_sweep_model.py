@@ -47,6 +47,9 @@ class PrefixCounters(_Struct):
 
     cold: dict[str, int | None]
     warm: dict[str, int | None]
+    block_size: int | None = None
+    """The engine's KV-cache block size: vLLM caches whole blocks, so prompts shorter than one never hit."""
+
 
 
 class SweepVariantRecord(_Struct, kw_only=True):
