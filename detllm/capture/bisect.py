@@ -213,7 +213,7 @@ def bisect(
             continue
         runs.append(rerun(changes))
     explained = [r for r in runs if r.outcome == "reproduces"]
-    if pairs and target and not explained and len(found) > 1:
+    if pairs and target and not explained and len(found) > 1 and not untried:
         ranked = sorted(range(len(found)), key=lambda i: -runs[i].reproduced if i < len(runs) else 0)
         for i, j in itertools.combinations(ranked, 2):
             changes = [found[min(i, j)], found[max(i, j)]]
