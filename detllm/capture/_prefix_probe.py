@@ -44,7 +44,7 @@ def probe(scratch: Path, cold: Path, warm: Path) -> PrefixCounters:
                 keep_rows=False,
             )
             counts.append(dict(cached))
-    block_size = session.backend.describe().settings.get("block_size")
+        block_size = session.backend.describe().settings.get("block_size")
     counters = PrefixCounters(cold=counts[0], warm=counts[1], block_size=block_size if isinstance(block_size, int) else None)
     _write(scratch / "prefix_cache.json", msgspec.json.encode(counters))
     return counters

@@ -154,3 +154,14 @@ def test_a_variant_that_changes_tokens_fails_the_sweep(check_dir: Path) -> None:
     assert four.comparisons[0].tokens_stable == 1 and four.comparisons[0].prompts == 2
     assert eight.stable is True
     assert report.verdict.changed == ["max_num_seqs=4"] and report.verdict.stable is False
+
+
+def test_check_refuses_a_bad_sweep_before_loading_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from detllm.cli import main
+
+    out = tmp_path / "check"
+    assert main(["check", "--model", "tiny-llama", "--sweep", "max_num_seqs=4", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        "detllm: --sweep max_num_seqs: not a setting the hf backend can sweep (choose from attn_implementation, dtype, threads)\n"
+    )
+    assert not out.exists()
