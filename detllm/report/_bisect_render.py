@@ -12,6 +12,11 @@ from ._text import paragraph
 from ._text_util import clip, escape, pad
 
 
+def _code(text: str) -> str:
+    """Inline code for a string from a trace, an engine or a settings file: control characters escaped."""
+    return code(escape(text))
+
+
 def _value(value: Any) -> str:
     if value is None:
         return "(unset)"
@@ -67,24 +72,24 @@ def render_bisect_markdown(document: BisectDocument) -> str:
 
 
 def _markdown(d: BisectDocument) -> Iterator[str]:
-    explained = ", ".join(code(s) for s in d.verdict.explained_by) if d.verdict.explained_by else "not found"
+    explained = ", ".join(_code(s) for s in d.verdict.explained_by) if d.verdict.explained_by else "not found"
     yield f"### detLLM bisect: {explained}"
     yield ""
-    yield f"A: {code(d.left.trace)} · B: {code(d.right.trace)} · {len(d.observed.divergent)} of {d.observed.prompts} prompts diverge (`{d.observed.classification}`, Tier {d.options.tier})"
+    yield f"A: {_code(d.left.trace)} · B: {_code(d.right.trace)} · {len(d.observed.divergent)} of {d.observed.prompts} prompts diverge (`{d.observed.classification}`, Tier {d.options.tier})"
     yield ""
     yield cell(escape(d.verdict.text))
     yield ""
     yield "| setting | A | B |"
     yield "|---|---|---|"
     for diff in d.differences:
-        yield f"| {code(diff.setting)} | {code(_value(diff.left))} | {code(_value(diff.right))} |"
+        yield f"| {_code(diff.setting)} | {_code(_value(diff.left))} | {_code(_value(diff.right))} |"
     yield ""
     runs = ([d.control] if d.control is not None else []) + d.ranking
     if runs:
         yield "| applied from B | outcome | evidence | classification |"
         yield "|---|---|---|---|"
         for r in runs:
-            yield f"| {code(r.name)} | {r.outcome} | {cell(escape(_evidence(r)))} | {code(r.classification) if r.classification else '-'} |"
+            yield f"| {_code(r.name)} | {r.outcome} | {cell(escape(_evidence(r)))} | {_code(r.classification) if r.classification else '-'} |"
         yield ""
-    untried = f"; not tried: {', '.join(code(u) for u in d.budget.untried)}" if d.budget.untried else ""
+    untried = f"; not tried: {', '.join(_code(u) for u in d.budget.untried)}" if d.budget.untried else ""
     yield f"Budget: {d.budget.used} of {d.budget.max_runs} runs used{untried}."

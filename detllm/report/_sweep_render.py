@@ -14,6 +14,11 @@ from ._text_util import clip, escape, pad
 STATUS_WORDS = {"run": "run", "baseline": "baseline", "not_run": "NOT RUN", "not_applied": "NOT APPLIED"}
 
 
+def _code(text: str) -> str:
+    """Inline code for a string from a trace, an engine or a settings file: control characters escaped."""
+    return code(escape(text))
+
+
 def _value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -70,7 +75,7 @@ def sweep_text(sweep: SweepReport, tier: int) -> Iterator[str]:
 
 
 def sweep_markdown(sweep: SweepReport, tier: int) -> Iterator[str]:
-    yield f"**Sweep** ({sweep.mode}; each variant against the baseline {code(sweep.baseline)}): {tier_word(sweep.verdict.stable)}"
+    yield f"**Sweep** ({sweep.mode}; each variant against the baseline {_code(sweep.baseline)}): {tier_word(sweep.verdict.stable)}"
     yield ""
     yield "| setting=value | status | tokens stable | logprobs stable | divergent prompts | classification |"
     yield "|---|---|---:|---:|---|---|"
@@ -78,23 +83,23 @@ def sweep_markdown(sweep: SweepReport, tier: int) -> Iterator[str]:
         for label, c in _rows(variant):
             status = STATUS_WORDS[variant.status]
             if c is None:
-                yield f"| {code(label)} | {status} | - | - | - | - |"
+                yield f"| {_code(label)} | {status} | - | - | - | - |"
             else:
-                divergent = ", ".join(code(p) for p in c.divergent[:8]) or "none"
+                divergent = ", ".join(_code(p) for p in c.divergent[:8]) or "none"
                 if len(c.divergent) > 8:
                     divergent += f" and {len(c.divergent) - 8} more"
                 yield (
-                    f"| {code(label)} | {status} | {c.tokens_stable}/{c.prompts} | {_logprobs(c)} | "
+                    f"| {_code(label)} | {status} | {c.tokens_stable}/{c.prompts} | {_logprobs(c)} | "
                     f"{divergent} | `{c.classification}` |"
                 )
     yield ""
     for variant in sweep.variants:
         if variant.reason and variant.status != "baseline":
-            yield f"- {code(variant.name)}: {STATUS_WORDS[variant.status].lower()}: {cell(escape(variant.reason))}"
+            yield f"- {_code(variant.name)}: {STATUS_WORDS[variant.status].lower()}: {cell(escape(variant.reason))}"
         if variant.applied:
-            yield f"- {code(variant.name)}: read back from the engine: {code(_applied(variant))}"
+            yield f"- {_code(variant.name)}: read back from the engine: {_code(_applied(variant))}"
         if variant.prefix_cache is not None:
-            yield f"- {code(variant.name)}: {cell(variant.prefix_cache.text)}"
+            yield f"- {_code(variant.name)}: {cell(variant.prefix_cache.text)}"
     yield ""
     yield cell(escape(sweep.verdict.text))
     yield ""

@@ -165,3 +165,24 @@ def test_check_refuses_a_bad_sweep_before_loading_anything(tmp_path: Path, capsy
         "detllm: --sweep max_num_seqs: not a setting the hf backend can sweep (choose from attn_implementation, dtype, threads)\n"
     )
     assert not out.exists()
+
+
+def test_what_an_engine_said_is_escaped_in_every_rendering(check_dir: Path) -> None:
+    from detllm.errors import CaptureError
+    from detllm.report._sweep_render import sweep_markdown, sweep_text
+
+    def refuses(directory: Path, config: RunConfig, prompts, run) -> None:
+        raise CaptureError("vLLM said \x1b[2J| <b>no</b>\nsecond line")
+
+    variants = plan_sweep(VLLM, ["attention_backend=X\x1b[31m"])
+    record = run_sweep(check_dir, "traces/bs2-run0.jsonl", variants, [], "one-at-a-time", refuses)
+    assert record.variants[0].status == "not_run"
+    report = build_sweep_report(check_dir, DiffOptions())
+    assert report is not None
+    text = "\n".join(sweep_text(report, 1))
+    markdown = "\n".join(sweep_markdown(report, 1))
+    for rendered in (text, markdown):
+        assert "\x1b" not in rendered and "second line" in rendered
+    assert "\\u001b[2J" in text and "\\nsecond line" in text
+    assert "said \\\\u001b[2J\\| " in markdown  # a backslash shown as one, a pipe that cannot end a cell
+    assert "| NOT RUN |" in markdown
