@@ -33,6 +33,7 @@ from .determinism import DeterminismReport
 from .env import EnvSnapshot
 from .prompts import prompt_lines
 from .registry import BackendConfig
+from .sweep import Variant, plan_sweep, run_sweep
 from .runner import (
     DETERMINISM_FILE,
     ENV_FILE,
@@ -166,11 +167,14 @@ def check(
     out: str | os.PathLike[str] | None = None,
     argv: Sequence[str] | None = None,
     progress: Progress | None = None,
+    sweep: Sequence[str] = (),
+    sweep_mode: str = "one-at-a-time",
 ) -> CheckResult:
     """Run the check and write its directory (a temporary one, removed, when ``out`` is None).
 
     ``config.batch_size`` and ``config.composition`` are ignored: ``batch_sizes[0]``
-    and ``in-order`` are the repeats'.
+    and ``in-order`` are the repeats'. ``sweep``: ``KEY=V1,V2`` items, engine settings
+    run again from the baseline (run 0), one at a time or as a ``grid`` (``sweep_mode``).
     """
     prompts = list(prompts)
     _check_prompts(prompts)
@@ -187,11 +191,12 @@ def check(
     config = msgspec.structs.replace(config, batch_size=sizes[0], composition="in-order")
     plan = CheckPlan(runs=runs, batch_sizes=sizes, compositions=chosen, isolate=isolate, tier=tier, atol=atol, traces=planned)  # type: ignore[arg-type]
     backend_config = config.backend_config(max_batch_size=max(sizes))  # refuses contradicting options early
+    swept = (plan_sweep(config, sweep, sweep_mode), sweep_mode) if sweep else None
     if out is not None:
         with DirectoryClaim(out) as claim:
-            return _check_in(claim, config, prompts, plan, backend_config, options, argv, progress, keep=True)
+            return _check_in(claim, config, prompts, plan, backend_config, options, argv, progress, keep=True, sweep=swept)
     with tempfile.TemporaryDirectory(prefix="detllm-check-") as scratch:
-        return _check_in(Path(scratch), config, prompts, plan, backend_config, options, argv, progress, keep=False)
+        return _check_in(Path(scratch), config, prompts, plan, backend_config, options, argv, progress, keep=False, sweep=swept)
 
 
 def _check_in(
@@ -204,6 +209,7 @@ def _check_in(
     argv: Sequence[str] | None,
     progress: Progress | None,
     keep: bool,
+    sweep: tuple[list[Variant], str] | None = None,
 ) -> CheckResult:
     total = sum(len(make_batches(len(prompts), run.batch_size, run.composition)) for run in plan.traces)
     done = 0
@@ -220,6 +226,8 @@ def _check_in(
         (directory / TRACES_DIR).mkdir(exist_ok=True)
         document = run_config_document(config, prompts, argv)
         document["check"] = msgspec.to_builtins(plan)
+        if sweep is not None:
+            document["sweep"] = {"mode": sweep[1], "variants": [v.name for v in sweep[0]]}
         _write_json(directory / RUN_CONFIG_FILE, document)
         # Isolated repeats first: no model of this process's holds memory while they run.
         for run in isolated:
@@ -257,6 +265,9 @@ def _check_in(
             first = directory / ISOLATED_DIR / plan.traces[0].name
             shutil.copyfile(first / ENV_FILE, directory / ENV_FILE)
             shutil.copyfile(first / DETERMINISM_FILE, directory / DETERMINISM_FILE)
+        if sweep is not None:
+            run_sweep(directory, plan.traces[0].path, sweep[0], prompts, sweep[1], _run_isolated,
+                      lambda i, n, run, detail: report(run, f"variant {i + 1} of {n}: {detail}"))
         report("report", "comparing the runs")
         settings = CheckSettings(
             model=config.model,

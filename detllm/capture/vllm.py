@@ -62,11 +62,14 @@ OPTIONS: dict[str, str] = {
     "reset_prefix_cache": "true: empty the prefix cache before every batch, so repeats start cold (default true)",
     "enable_chunked_prefill": "true/false (default: vLLM's default)",
     "max_num_batched_tokens": "scheduler token budget per step (default: vLLM's default)",
+    "max_num_seqs": "largest number of sequences the scheduler runs at once (default: the largest batch size; not below it)",
+    "block_size": "tokens per KV-cache block; the prefix cache shares whole blocks only (default: vLLM's, 128 on CPU)",
     "max_model_len": "context length the engine allocates for (default: the model's)",
     "tensor_parallel_size": "number of devices (default 1)",
     "seed": "the engine seed (default 0, vLLM's default)",
     "max_logprobs": "largest top-k the engine accepts (default 20)",
     "attention_backend": "vLLM attention backend name (default: vLLM's choice)",
+    "kv_cache_dtype": "KV cache element type: auto (the model's dtype), fp8, ... (default: vLLM's, auto)",
     "kv_cache_memory_bytes": "KV cache size in bytes (on CPU also VLLM_CPU_KVCACHE_SPACE, in GiB)",
     "gpu_memory_utilization": "fraction of GPU memory vLLM may use",
 }
@@ -113,7 +116,7 @@ class VLLMBackend:
             "tokenizer": str(tokenizer_dir),
             "dtype": config.dtype,
             "seed": _integer(options, "seed", 0),
-            "max_num_seqs": config.max_batch_size,
+            "max_num_seqs": self._max_num_seqs(options),
             "logprobs_mode": LOGPROBS_MODES[self.logprob_mode],
             "max_logprobs": self.max_logprobs,
             "enforce_eager": _flag(options, "enforce_eager", current_platform.is_cpu()),
@@ -124,13 +127,15 @@ class VLLMBackend:
         for key in ("enable_prefix_caching", "enable_chunked_prefill"):
             if key in options:
                 engine_args[key] = _flag(options, key, False)
-        for key in ("max_num_batched_tokens", "max_model_len", "kv_cache_memory_bytes"):
+        for key in ("max_num_batched_tokens", "max_model_len", "kv_cache_memory_bytes", "block_size"):
             if key in options:
                 engine_args[key] = _integer(options, key, 0)
         if "gpu_memory_utilization" in options:
             engine_args["gpu_memory_utilization"] = float(options["gpu_memory_utilization"])
         if "attention_backend" in options:
             engine_args["attention_backend"] = str(options["attention_backend"])
+        if "kv_cache_dtype" in options:
+            engine_args["kv_cache_dtype"] = str(options["kv_cache_dtype"])
 
         overrides = {}
         if self.batch_invariant:
@@ -148,6 +153,8 @@ class VLLMBackend:
         self._tokenizer = self._llm.get_tokenizer()
         self._vocab_size = int(self._llm.llm_engine.model_config.get_vocab_size())
         self._texts: dict[int, str] = {}
+        self.cached_tokens: dict[str, int | None] = {}
+        """Prompt id -> the prompt tokens vLLM took from its prefix cache, for the last run of each prompt."""
         self._settings = self._engine_settings()
         self._closed = False
 
@@ -205,6 +212,7 @@ class VLLMBackend:
         _check_scheduled_together(outputs, self._settings.get("max_num_batched_tokens"))
         rows = []
         for prompt, output in zip(batch, outputs):
+            self.cached_tokens[prompt.id] = getattr(output, "num_cached_tokens", None)
             row = _row_from_output(prompt, output, top_k)
             ids = [*row.token_ids, *(token for step in row.top_logprobs or [] for token, _ in step)]
             rows.append(msgspec.structs.replace(row, token_texts=self._token_texts(ids)))
@@ -235,6 +243,15 @@ class VLLMBackend:
         return [p.pid for p in self._engine_processes]
 
     # -- internals -------------------------------------------------------------------
+
+    def _max_num_seqs(self, options: Mapping[str, Any]) -> int:
+        value = _integer(options, "max_num_seqs", self.config.max_batch_size)
+        if value < self.config.max_batch_size:
+            raise CaptureError(
+                f"the vllm option max_num_seqs={value} is below the largest batch size ({self.config.max_batch_size}): "
+                "vLLM would split those batches"
+            )
+        return value
 
     def _engine_prompt(self, prompt: Prompt) -> Any:
         if prompt.token_ids is not None:

@@ -21,6 +21,7 @@ from .._escape import text as escape
 from ..capture.check import check as run_check
 from ..capture.check import parse_batch_sizes
 from ..capture.runner import COMPOSITIONS
+from ._sweep_options import add_sweep_arguments
 from ..report import DEFAULT_MAX_PROMPTS
 from ._capture_options import (
     add_model_arguments,
@@ -40,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--batch-size", default="1,8", metavar="B1,B2,...", help="batch sizes: the repeats run at the first, the others are swept (default: %(default)s)")
     check.add_argument("--compositions", metavar="HOW,...", help=f"compositions run besides in-order at batch sizes above 1 ({', '.join(c for c in COMPOSITIONS if c != 'in-order')}, or none; default: reversed and a shuffle that changes most prompts' batch-mates)")
     check.add_argument("--isolate", action="store_true", help="run each repeat in a fresh process (detllm run), which catches what one process hides")
+    add_sweep_arguments(check)
     add_recording_arguments(check)
     check.add_argument("--out", metavar="DIR", help="check directory to create (default: checks/<UTC time>)")
 
@@ -78,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
             out=out,
             argv=args.command_line,
             progress=progress,
+            sweep=args.sweep,
+            sweep_mode=args.sweep_mode,
         )
     finally:
         progress.close()

@@ -24,6 +24,7 @@ from ..errors import InputError, TraceFormatError, UsageError
 from ..reader import open_trace
 from ..writer import PARTIAL_SUFFIX
 from ._aggregate import aggregate_traces
+from ._sweep import build_sweep_report
 from ._check_model import (
     CheckComparison,
     CheckDeterminism,
@@ -278,6 +279,7 @@ def build_check_report(
         comparisons=comparisons,
         prompts=prompts,
         notes=tuple(notes),
+        sweep=build_sweep_report(base, options),
     )
 
 

@@ -14,6 +14,7 @@ from ..diff._model import Producer
 from ..diff._report import REPORT_FORMAT, REPORT_VERSION, ReportOptions, Version, convert_document
 from ..errors import ExitCode, UsageError
 from ._aggregate_model import Split
+from ._sweep_model import SweepReport, sweep_answer
 
 
 class _Struct(msgspec.Struct, frozen=True, kw_only=True):
@@ -164,6 +165,8 @@ class CheckDocument(msgspec.Struct, frozen=True, kw_only=True):
     comparisons: list[CheckComparison]
     notes: list[str]
     prompts: list[CheckPrompt]
+    sweep: SweepReport | None = None
+    """The engine-setting sweep (``--sweep``); null when none was asked for."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -179,6 +182,7 @@ class CheckReport:
     comparisons: list[CheckComparison]
     prompts: list[CheckPrompt]
     notes: tuple[str, ...] = ()
+    sweep: SweepReport | None = None
     producer: Producer = field(default_factory=lambda: Producer(name="detllm", version=__version__))
 
     kind = "check"
@@ -198,6 +202,8 @@ class CheckReport:
             answers.append(v.tier1 if tier == 1 else v.tier2)
         if any(c.question == "batch" for c in self.comparisons):
             answers.append(v.batch_invariant if tier == 1 else v.batch_invariant_logprobs)
+        if self.sweep is not None:
+            answers.append(sweep_answer(self.sweep, tier))
         return answers
 
     def passed(self, tier: int | None = None) -> bool:
@@ -228,6 +234,7 @@ class CheckReport:
             comparisons=self.comparisons,
             notes=list(self.notes),
             prompts=self.prompts if with_prompts else [],
+            sweep=self.sweep,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,5 +253,6 @@ class CheckReport:
             comparisons=document.comparisons,
             prompts=document.prompts,
             notes=tuple(document.notes),
+            sweep=document.sweep,
             producer=document.producer,
         )

@@ -13,6 +13,7 @@ from .._escape import code
 from .._escape import markdown as cell
 from .._escape import text as escape
 from ._markdown import divergence_md
+from ._sweep_render import sweep_markdown, sweep_text
 from ._text import DEFAULT_MAX_PROMPTS, WIDTH, divergence_lines, drift_summary, paragraph, tier_word
 from ._text_util import clip, pad
 
@@ -24,9 +25,10 @@ TOKEN_FAILURES = ("tokens_diverge", "stopped_early", "inputs_differ", "left_only
 def _questions(report: CheckReport) -> str:
     v = report.verdict
     batch = tier_word(v.batch_invariant) if v.batch_invariant is not None else "not asked"
+    sweep = f"   sweep: {tier_word(report.sweep.verdict.stable)}" if report.sweep is not None else ""
     if v.tier1 is None:
-        return f"Repeatability: not asked   batch invariant: {batch}"
-    return f"Tier 1 repeatable: {tier_word(v.tier1)}   Tier 2 repeatable: {tier_word(v.tier2)}   batch invariant: {batch}"
+        return f"Repeatability: not asked   batch invariant: {batch}{sweep}"
+    return f"Tier 1 repeatable: {tier_word(v.tier1)}   Tier 2 repeatable: {tier_word(v.tier2)}   batch invariant: {batch}{sweep}"
 
 
 def _status_line(report: CheckReport) -> str:
@@ -155,6 +157,8 @@ def _text(report: CheckReport, max_prompts: int) -> Iterator[str]:
     if len(report.comparisons) > MAX_RUNS_LISTED:
         yield f"  ... and {len(report.comparisons) - MAX_RUNS_LISTED} more (all are in the JSON report)"
     yield "  (logprobs: among the prompts whose tokens agree)"
+    if report.sweep is not None:
+        yield from sweep_text(report.sweep, report.options.tier)
     yield ""
     yield f"Prompts ({s.prompts})"
     yield f"  {pad('prompt', 24)} {'completions':>11}  {pad('repeats', 19)} batch"
@@ -222,7 +226,8 @@ def _markdown(report: CheckReport, max_prompts: int) -> Iterator[str]:
         repeat = f"Tier 1 repeatable: {tier_word(v.tier1)} · Tier 2 repeatable: {tier_word(v.tier2)}"
     batch = tier_word(v.batch_invariant) if v.batch_invariant is not None else "not asked"
     lowered = ", lowered: determinism incomplete" if v.downgraded else ""
-    yield f"**{repeat} · batch invariant: {batch}** (judged at Tier {report.options.tier}; claim: {CLAIMS[v.claim]}{lowered})"
+    sweep = f" · sweep: {tier_word(report.sweep.verdict.stable)}" if report.sweep is not None else ""
+    yield f"**{repeat} · batch invariant: {batch}{sweep}** (judged at Tier {report.options.tier}; claim: {CLAIMS[v.claim]}{lowered})"
     yield ""
     yield cell(v.text)
     yield ""
@@ -254,6 +259,8 @@ def _markdown(report: CheckReport, max_prompts: int) -> Iterator[str]:
     if len(report.runs) > MAX_RUNS_LISTED:
         yield f"| ... | {len(report.runs) - MAX_RUNS_LISTED} more | | | | | | | | |"
     yield ""
+    if report.sweep is not None:
+        yield from sweep_markdown(report.sweep, report.options.tier)
     yield "| prompt | completions | repeats | batch | split |"
     yield "|---|---:|---|---|---|"
     for p in report.prompts[: max_prompts * 2]:

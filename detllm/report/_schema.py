@@ -13,6 +13,7 @@ import msgspec
 
 from ..diff._report import DiffDocument
 from ._aggregate_model import AggregateDocument
+from ._bisect_model import BisectDocument
 from ._check_model import CheckDocument
 from ._first_divergence import FirstDivergenceDocument
 
@@ -39,7 +40,7 @@ def _plain(docstring: str) -> str:
 
 def report_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of every document kind of report format 1."""
-    documents = (DiffDocument, AggregateDocument, CheckDocument, FirstDivergenceDocument)
+    documents = (DiffDocument, AggregateDocument, CheckDocument, FirstDivergenceDocument, BisectDocument)
     refs, components = msgspec.json.schema_components(documents)
     _tidy(components)
     return {
@@ -47,8 +48,9 @@ def report_schema() -> dict[str, Any]:
         "title": "detLLM report, format version 1",
         "description": (
             "A report written by detLLM: a diff of two traces (kind 'diff'), an aggregate of many "
-            "traces (kind 'aggregate'), a check of repeated runs and a batch sweep (kind 'check'), or "
-            "the first divergences of any of them (kind 'first_divergence'). "
+            "traces (kind 'aggregate'), a check of repeated runs, a batch sweep and an engine-setting "
+            "sweep (kind 'check'), the first divergences of any of them (kind 'first_divergence'), or "
+            "a bisect of the settings that make two runs diverge (kind 'bisect'). "
             "formats/report-v1.md is the normative text. Readers ignore fields they do not know."
         ),
         "oneOf": list(refs),

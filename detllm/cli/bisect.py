@@ -1,0 +1,68 @@
+"""Find which of the settings that differ between two runs make them diverge.
+
+A and B are run or check directories (for a check, its run 0) whose outputs diverge.
+Their run_config.json files are compared, every setting that differs is listed, and
+A's settings are rerun with one of B's values at a time, each in a fresh process (then
+two at a time when no single one explains the divergence), within --max-runs. Each
+rerun is compared with A by the diff engine, and the settings are ranked by how many
+of the diverging prompts they reproduce. A control rerun of A comes first. Writes the
+bisect directory: traces/, report.json (kind bisect), report.txt, report.md. Exit
+status: 0 when A and B do not diverge, 1 when they do (the ranking says why), 2 when
+nothing could be rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import msgspec
+
+from ..capture.bisect import bisect, default_out, exit_code
+from ..capture.check import _run_isolated
+from ..diff import DiffOptions
+from ..report._bisect_render import render_bisect_markdown, render_bisect_text
+from ..report._render import _atomic
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("left", metavar="A", help="run or check directory")
+    parser.add_argument("right", metavar="B", help="run or check directory whose output diverges from A's")
+    parser.add_argument("--max-runs", type=int, default=16, metavar="N", help="reruns at most, the control included (default: %(default)s)")
+    parser.add_argument("--no-pairs", action="store_true", help="try single settings only")
+    parser.add_argument("--tier", type=int, choices=(1, 2), default=1, help="1: a divergence is other tokens (default); 2: other logprobs too")
+    parser.add_argument("--atol", type=float, default=0.0, metavar="X", help="logprobs within X count as equal (default 0: bitwise)")
+    parser.add_argument("--out", metavar="DIR", help="bisect directory to create (default: bisect/<UTC time>)")
+    formats = parser.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="print the JSON report")
+    formats.add_argument("--markdown", action="store_true", help="print Markdown, ready for a GitHub issue")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing, no progress either; the exit status tells")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else default_out()
+
+    def progress(text: str) -> None:
+        if not args.quiet:
+            print(f"detllm bisect: {text}", file=sys.stderr, flush=True)
+
+    document = bisect(
+        args.left,
+        args.right,
+        out=out,
+        run_isolated=_run_isolated,
+        max_runs=args.max_runs,
+        options=DiffOptions(tier=args.tier, atol=args.atol),
+        pairs=not args.no_pairs,
+        progress=progress,
+    )
+    data = msgspec.json.format(msgspec.json.encode(document), indent=2) + b"\n"
+    text, markdown = render_bisect_text(document), render_bisect_markdown(document)
+    for name, content in (("report.json", data), ("report.txt", text.encode()), ("report.md", markdown.encode())):
+        with _atomic(out / name) as handle:
+            handle.write(content)
+    if not args.quiet:
+        sys.stdout.write(data.decode() if args.json else markdown if args.markdown else text)
+        print(f"detllm: bisect directory {out}", file=sys.stderr)
+    return exit_code(document)

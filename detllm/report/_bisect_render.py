@@ -1,0 +1,95 @@
+"""Text and Markdown for a bisect: the differences, the ranking and its evidence."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from ._bisect_model import BisectDocument, BisectRun
+from ._markdown import cell, code
+from ._text import paragraph
+from ._text_util import clip, escape, pad
+
+
+def _code(text: str) -> str:
+    """Inline code for a string from a trace, an engine or a settings file: control characters escaped."""
+    return code(text)
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _evidence(r: BisectRun) -> str:
+    if r.outcome == "not_run":
+        return f"not run: {r.reason}"
+    extra = f", {r.extra} other prompts diverge" if r.extra else ""
+    return f"{r.reproduced} of {r.of} diverging prompts reproduced{extra}"
+
+
+def render_bisect_text(document: BisectDocument) -> str:
+    return "\n".join(_text(document)) + "\n"
+
+
+def _text(d: BisectDocument) -> Iterator[str]:
+    explained = ", ".join(d.verdict.explained_by) if d.verdict.explained_by else "not found"
+    yield f"detllm bisect: {escape(explained)}"
+    yield f"  A  {escape(d.left.trace)}"
+    yield f"  B  {escape(d.right.trace)}"
+    yield f"  A and B: {len(d.observed.divergent)} of {d.observed.prompts} prompts diverge ({d.observed.classification}; judged at Tier {d.options.tier})"
+    yield ""
+    yield from paragraph(d.verdict.text, "")
+    yield ""
+    yield f"Settings that differ ({len(d.differences)})"
+    yield f"  {pad('setting', 26)} {pad('A', 24)} B"
+    for diff in d.differences:
+        yield f"  {pad(clip(escape(diff.setting), 26), 26)} {pad(clip(escape(_value(diff.left)), 24), 24)} {clip(escape(_value(diff.right)), 26)}"
+    runs = ([d.control] if d.control is not None else []) + d.ranking
+    if runs:
+        yield ""
+        yield "Reruns of A with B's settings, best explanation first (the control first)"
+        yield f"  {pad('applied from B', 34)} {pad('outcome', 11)} {'reproduced':>10} {'extra':>5}  classification"
+        for r in runs:
+            reproduced = f"{r.reproduced}/{r.of}" if r.outcome != "not_run" else "-"
+            yield (
+                f"  {pad(clip(escape(r.name), 34), 34)} {pad(r.outcome, 11)} {reproduced:>10} {r.extra:>5}  "
+                f"{r.classification or '-'}"
+            )
+        for r in runs:
+            if r.outcome == "not_run":
+                yield from paragraph(f"{r.name}: {_evidence(r)}")
+    yield ""
+    yield f"Budget: {d.budget.used} of {d.budget.max_runs} runs used" + (
+        f"; not tried: {escape(', '.join(d.budget.untried))}" if d.budget.untried else ""
+    )
+
+
+def render_bisect_markdown(document: BisectDocument) -> str:
+    return "\n".join(_markdown(document)).rstrip("\n") + "\n"
+
+
+def _markdown(d: BisectDocument) -> Iterator[str]:
+    explained = ", ".join(_code(s) for s in d.verdict.explained_by) if d.verdict.explained_by else "not found"
+    yield f"### detLLM bisect: {explained}"
+    yield ""
+    yield f"A: {_code(d.left.trace)} · B: {_code(d.right.trace)} · {len(d.observed.divergent)} of {d.observed.prompts} prompts diverge (`{d.observed.classification}`, Tier {d.options.tier})"
+    yield ""
+    yield cell(d.verdict.text)
+    yield ""
+    yield "| setting | A | B |"
+    yield "|---|---|---|"
+    for diff in d.differences:
+        yield f"| {_code(diff.setting)} | {_code(_value(diff.left))} | {_code(_value(diff.right))} |"
+    yield ""
+    runs = ([d.control] if d.control is not None else []) + d.ranking
+    if runs:
+        yield "| applied from B | outcome | evidence | classification |"
+        yield "|---|---|---|---|"
+        for r in runs:
+            yield f"| {_code(r.name)} | {r.outcome} | {cell(_evidence(r))} | {_code(r.classification) if r.classification else '-'} |"
+        yield ""
+    untried = f"; not tried: {', '.join(_code(u) for u in d.budget.untried)}" if d.budget.untried else ""
+    yield f"Budget: {d.budget.used} of {d.budget.max_runs} runs used{untried}."
