@@ -37,10 +37,27 @@ def test_conversion_without_its_dependencies_is_one_line(monkeypatch: pytest.Mon
                                                          absent: str, message: str) -> None:
     pytest.importorskip("transformers")
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == absent else real(name, *a))
+    present = {"gguf", "accelerate"} - {absent}  # the other one is there, whatever this machine has
+
+    def find_spec(name: str, *a: object) -> object:
+        if name == absent:
+            return None
+        return object() if name in present else real(name, *a)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with pytest.raises(CaptureError) as error:
         _smollm.convert(tmp_path / "model.gguf", tmp_path / "out")
     assert str(error.value) == message
+
+
+def test_conversion_without_either_dependency_names_both(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("gguf", "accelerate") else real(name, *a))
+    with pytest.raises(CaptureError) as error:
+        _smollm.convert(tmp_path / "model.gguf", tmp_path / "out")
+    assert str(error.value) == "converting SmolLM2 needs gguf and 'accelerate>=1.1': pip install gguf 'accelerate>=1.1'"
 
 
 def test_a_failing_conversion_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
