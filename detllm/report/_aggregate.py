@@ -12,13 +12,15 @@ import hashlib
 import os
 import tempfile
 import warnings
+from array import array
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, overload
 
 import msgspec
+import orjson
 
 from ..diff import DiffOptions, PositionCount, Token
 from ..diff._analysis import Context, compare
@@ -93,6 +95,45 @@ class _TokenVariant:
     first: _Stored | None = None
 
 
+class _Light(msgspec.Struct):
+    token_ids: list[Any]
+    finish_reason: str
+
+
+_light_decoder = msgspec.json.Decoder(_Light)
+
+
+class _Compact:
+    """One small record per prompt whose rows are byte for byte the same in the
+    consecutive runs ``first_run`` to ``first_run + count - 1`` (``count`` -1: the
+    prompt has full bookkeeping instead)."""
+
+    def __init__(self) -> None:
+        self.digests = bytearray()
+        self.first_run = array("i")
+        self.count = array("i")
+        self.line = array("q")
+        self.offset = array("q")
+        self.length = array("q")
+        self.tokens = array("q")
+        self.finish = array("i")
+
+    def add(self, run: int, line: int, digest: bytes, offset: int, length: int, tokens: int, finish: int) -> int:
+        number = len(self.count)
+        self.digests += digest
+        self.first_run.append(run)
+        self.count.append(1)
+        self.line.append(line)
+        self.offset.append(offset)
+        self.length.append(length)
+        self.tokens.append(tokens)
+        self.finish.append(finish)
+        return number
+
+    def digest(self, number: int) -> memoryview:
+        return memoryview(self.digests)[number * 16 : number * 16 + 16]
+
+
 @dataclass(slots=True)
 class _Prompt:
     order: int
@@ -107,7 +148,12 @@ class _Aggregation:
         self.options = options
         self.headers: list[Header] = []
         self.infos = []
-        self.prompts: dict[str, _Prompt] = {}
+        self.index_of: dict[str, int] = {}
+        self.order: list[str] = []
+        self.compact = _Compact()
+        self.promoted: dict[int, _Prompt] = {}
+        self.finishes: dict[str, int] = {}
+        self.readers: list[TraceReader] = []
         self.notes: list[str] = []
         self.store: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)  # noqa: SIM115
         self.store_end = 0
@@ -118,6 +164,7 @@ class _Aggregation:
                 warnings.simplefilter("ignore", NewerMinorVersionWarning)
                 reader = open_trace(path, allow_incomplete=self.options.allow_incomplete)
             with reader:
+                self.readers.append(reader)
                 self.headers.append(reader.header)
                 self._read(run, reader)
                 self.notes.extend(reader.warnings)
@@ -128,7 +175,9 @@ class _Aggregation:
                 self.infos.append(trace_info(path, reader.header, reader.rows_read, reader.complete))
 
     def _read(self, run: int, reader: TraceReader) -> None:
-        seen: set[str] = set()
+        index_of, compact = self.index_of, self.compact
+        first_run, counts, digests = compact.first_run, compact.count, compact.digests
+        sha256 = hashlib.sha256
         for line, raw in reader.raw_rows():
             pid = prompt_id_of(raw)
             if pid is None:
@@ -137,24 +186,68 @@ class _Aggregation:
                 except DECODE_ERRORS:
                     reader.decode_row(line, raw)
                     raise TraceFormatError(reader.path, line, "prompt_id", "cannot be read") from None
-            if pid in seen:
-                raise TraceFormatError(reader.path, line, "prompt_id", f"duplicate prompt id {pid!r}")
-            seen.add(pid)
-            prompt = self.prompts.get(pid)
-            if prompt is None:
-                prompt = self.prompts[pid] = _Prompt(order=len(self.prompts))
-            prompt.runs.add(run)
-            digest = hashlib.sha256(raw).digest()
-            keys = prompt.rows.get(digest)
-            if keys is None:
-                keys = self._new_row(prompt, run, reader, line, raw)
-                prompt.rows[digest] = keys
-            token_key, logprob_key = keys
-            variant = prompt.variants[token_key]
-            variant.runs.append(run)
-            variant.logprobs[logprob_key].runs.append(run)
+            digest = sha256(raw).digest()[:16]
+            number = index_of.get(pid)
+            if number is None:
+                index_of[pid] = compact.add(run, line, digest, self._store(raw), len(raw), *self._light(reader, line, raw))
+                self.order.append(pid)
+                continue
+            n = counts[number]
+            if n >= 0:  # every run so far that holds it holds this very row
+                after = first_run[number] + n
+                if after == run and digests[number * 16 : number * 16 + 16] == digest:
+                    counts[number] = n + 1
+                    continue
+                if after - 1 == run:
+                    raise TraceFormatError(reader.path, line, "prompt_id", f"duplicate prompt id {pid!r}")
+                prompt = self._promote(number)
+            else:
+                prompt = self.promoted[number]
+                if run in prompt.runs:
+                    raise TraceFormatError(reader.path, line, "prompt_id", f"duplicate prompt id {pid!r}")
+            self._add_row(prompt, run, reader, line, raw, digest)
 
-    def _new_row(self, prompt: _Prompt, run: int, reader: TraceReader, line: int, raw: bytes) -> tuple[bytes, bytes]:
+    def _light(self, reader: TraceReader, line: int, raw: bytes) -> tuple[int, int]:
+        """The number of tokens and the finish reason of a row seen for the first time."""
+        try:
+            row = _light_decoder.decode(raw)
+        except DECODE_ERRORS:
+            reader.decode_row(line, raw)  # names the problem
+            raise TraceFormatError(reader.path, line, "token_ids", "cannot be read") from None
+        finish = self.finishes.get(row.finish_reason)
+        if finish is None:
+            finish = self.finishes[row.finish_reason] = len(self.finishes)
+        return len(row.token_ids), finish
+
+    def _add_row(self, prompt: _Prompt, run: int, reader: TraceReader, line: int, raw: bytes, digest: bytes) -> None:
+        prompt.runs.add(run)
+        keys = prompt.rows.get(digest)
+        if keys is None:
+            keys = self._new_row(prompt, run, reader, line, raw)
+            prompt.rows[digest] = keys
+        token_key, logprob_key = keys
+        variant = prompt.variants[token_key]
+        variant.runs.append(run)
+        variant.logprobs[logprob_key].runs.append(run)
+
+    def _promote(self, number: int) -> _Prompt:
+        """Full bookkeeping for a prompt whose rows are no longer all the same."""
+        c = self.compact
+        first, count = c.first_run[number], c.count[number]
+        stored = _Stored(first, c.line[number], c.offset[number], c.length[number])
+        self.store.seek(stored.offset)
+        raw = self.store.read(stored.length)
+        prompt = _Prompt(order=number)
+        prompt.rows[bytes(c.digest(number))] = self._new_row(prompt, first, self.readers[first], stored.line, raw, stored)
+        for run in range(first, first + count):
+            self._add_row(prompt, run, self.readers[run], stored.line, raw, bytes(c.digest(number)))
+        c.count[number] = -1
+        self.promoted[number] = prompt
+        return prompt
+
+    def _new_row(
+        self, prompt: _Prompt, run: int, reader: TraceReader, line: int, raw: bytes, stored: _Stored | None = None
+    ) -> tuple[bytes, bytes]:
         reader.decode_row(line, raw)  # every rule of the format, once per distinct row
         row = decode_row(raw)
         token_key = hashlib.sha256(
@@ -166,18 +259,18 @@ class _Aggregation:
         if variant is None:
             variant = prompt.variants[token_key] = _TokenVariant(list(row.token_ids), row.finish_reason)
         if logprob_key not in variant.logprobs:
-            stored = self._store(run, line, raw)
+            stored = stored or _Stored(run, line, self._store(raw), len(raw))
             variant.logprobs[logprob_key] = _LogprobVariant([], stored)
             if variant.first is None:
                 variant.first = stored
         return token_key, logprob_key
 
-    def _store(self, run: int, line: int, raw: bytes) -> _Stored:
-        self.store.seek(self.store_end)
+    def _store(self, raw: bytes) -> int:
+        offset = self.store_end
+        self.store.seek(offset)
         self.store.write(raw)
-        stored = _Stored(run, line, self.store_end, len(raw))
         self.store_end += len(raw)
-        return stored
+        return offset
 
     def _load(self, stored: _Stored) -> Any:
         self.store.seek(stored.offset)
@@ -296,6 +389,125 @@ class _Aggregation:
         )
 
 
+class AggregatePrompts(Sequence[PromptAggregate]):
+    """Every prompt's aggregate, in report order, without one object per prompt.
+
+    A prompt whose row is the same byte for byte in every run is rebuilt from its
+    compact record when asked for; the others are kept encoded, in a temporary file
+    once they pass 8 MB.
+    """
+
+    def __init__(self, order: list[str], compact: _Compact, finishes: list[str], runs: int, logprobs: bool) -> None:
+        self._order = order
+        self._count = compact.count
+        self._tokens = compact.tokens
+        self._finish = compact.finish
+        self._finishes = finishes
+        self._runs = runs
+        self._logprobs = logprobs
+        self._kept: dict[int, tuple[int, int]] = {}
+        self._file = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 - lives with self
+        self._end = 0
+
+    def keep(self, number: int, result: PromptAggregate) -> None:
+        data = _encoder.encode(result)
+        self._file.seek(self._end)
+        self._file.write(data)
+        self._kept[number] = (self._end, len(data))
+        self._end += len(data)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    @overload
+    def __getitem__(self, index: int) -> PromptAggregate: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[PromptAggregate]: ...
+    def __getitem__(self, index: int | slice) -> PromptAggregate | list[PromptAggregate]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("prompt index out of range")
+        kept = self._kept.get(index)
+        if kept is not None:
+            self._file.seek(kept[0])
+            return _decoder.decode(self._file.read(kept[1]))
+        return self._identical(index)
+
+    def _identical(self, index: int) -> PromptAggregate:
+        runs, logprobs = self._runs, self._logprobs
+        variant = Variant(
+            index=0,
+            runs=list(range(runs)),
+            tokens=self._tokens[index],
+            finish_reason=self._finishes[self._finish[index]],
+            logprob_variants=1,
+            first_divergence=None,
+            run=0,
+            reference_run=0,
+            comparison=None,
+        )
+        return PromptAggregate(
+            prompt_id=self._order[index],
+            runs=runs,
+            missing=[],
+            completions=1,
+            majority_runs=runs,
+            logprob_groups=1 if logprobs else None,
+            classification="identical",
+            tier1=True,
+            tier2=True if logprobs else None,
+            split=None,
+            variants=[variant],
+        )
+
+    def __iter__(self) -> Iterator[PromptAggregate]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def indented(self, indent: Callable[[Any, bytes], bytes], prefix: bytes) -> Iterator[bytes]:
+        """Each prompt as ``indent(msgspec.to_builtins(prompt), prefix)`` would write it.
+
+        The prompts that are the same in every run differ only in their id, number of
+        tokens and finish reason: they are written from one template.
+        """
+        if not self._order:
+            return
+        pid, tokens, finish = "\x00id", 7_390_421_983, "\x00finish"
+        sample = msgspec.structs.replace(self._identical(0), prompt_id=pid)
+        sample = msgspec.structs.replace(
+            sample, variants=[msgspec.structs.replace(sample.variants[0], tokens=tokens, finish_reason=finish)]
+        )
+        template = indent(msgspec.to_builtins(sample), prefix)
+        head, rest = template.split(orjson.dumps(pid), 1)
+        middle, rest = rest.split(str(tokens).encode(), 1)
+        middle2, tail = rest.split(orjson.dumps(finish), 1)
+        finishes = [orjson.dumps(f) for f in self._finishes]
+        kept, order, counts, numbers, ends = self._kept, self._order, self._count, self._tokens, self._finish
+        dumps, join = orjson.dumps, b"".join
+        for index in range(len(order)):
+            if index in kept:
+                yield indent(msgspec.to_builtins(self[index]), prefix)
+            else:
+                yield join((head, dumps(order[index]), middle, b"%d" % numbers[index], middle2, finishes[ends[index]], tail))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<AggregatePrompts: {len(self)} prompts>"
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(PromptAggregate)
+
+
 def _row_index(stored: _Stored) -> int:
     return stored.line - 2  # line 1 is the header
 
@@ -377,52 +589,69 @@ def _setup(headers: list[Header]) -> AggregateSetup:
 def _report(work: _Aggregation) -> AggregateReport:
     runs = len(work.files)
     logprobs = all(h.logprobs.semantics != "none" for h in work.headers)
-    prompts = []
+    compact = work.compact
+    for number in range(len(compact.count)):
+        if compact.count[number] >= 0 and compact.count[number] != runs:  # missing from some runs
+            work._promote(number)
+    prompts = AggregatePrompts(work.order, compact, list(work.finishes), runs, logprobs)
     positions: Counter[int] = Counter()
     disagreeing: set[int] = set()
-    for pid, state in sorted(work.prompts.items(), key=lambda item: item[1].order):
-        result, found = work.prompt(pid, state, runs, logprobs)
-        prompts.append(result)
+    classes: Counter[str] = Counter(identical=len(work.order) - len(work.promoted))
+    tier1_stable = tier2_stable = len(work.order) - len(work.promoted)
+    splits: list[PromptAggregate] = []
+    split_count = missing_count = 0
+    for number in sorted(work.promoted):
+        result, found = work.prompt(work.order[number], work.promoted.pop(number), runs, logprobs)
+        prompts.keep(number, result)
         positions.update(found)
         disagreeing.update(result.missing)
         for variant in result.variants[1:]:
             disagreeing.update(variant.runs)
-    classes = Counter(p.classification for p in prompts)
-    tier1 = all(p.tier1 for p in prompts)
-    tier2: bool | None = False if not tier1 else (None if not logprobs else all(p.tier2 for p in prompts))
+        classes[result.classification] += 1
+        tier1_stable += result.tier1
+        tier2_stable += bool(result.tier2)
+        if result.completions > 1:
+            split_count += 1
+            if len(splits) < 3:
+                splits.append(result)
+        missing_count += bool(result.missing)
+    tier1 = tier1_stable == len(prompts)
+    tier2: bool | None = False if not tier1 else (None if not logprobs else tier2_stable == len(prompts))
     summary = AggregateSummary(
         runs=runs,
         prompts=len(prompts),
-        tier1_stable=sum(p.tier1 for p in prompts),
-        tier2_stable=sum(bool(p.tier2) for p in prompts) if logprobs else None,
+        tier1_stable=tier1_stable,
+        tier2_stable=tier2_stable if logprobs else None,
         runs_agreeing=runs - len(disagreeing),
         classifications={c: classes[c] for c in CLASSIFICATIONS},
         divergence_positions=[PositionCount(index=i, count=n) for i, n in sorted(positions.items())],
     )
     overall = next((c for c in CLASSIFICATIONS if classes[c]), "identical")
+    text = _verdict_text(summary, splits, split_count, missing_count, tier1, tier2)
     return AggregateReport(
         options=work.options,
         runs=work.infos,
         setup=_setup(work.headers),
-        verdict=AggregateVerdict(classification=overall, tier1=tier1, tier2=tier2, text=_verdict_text(summary, prompts, tier1, tier2)),
+        verdict=AggregateVerdict(classification=overall, tier1=tier1, tier2=tier2, text=text),
         summary=summary,
         prompts=prompts,
         notes=tuple(work.notes),
     )
 
 
-def _verdict_text(summary: AggregateSummary, prompts: list[PromptAggregate], tier1: bool, tier2: bool | None) -> str:
+def _verdict_text(
+    summary: AggregateSummary, split: list[PromptAggregate], splits: int, missing: int, tier1: bool, tier2: bool | None
+) -> str:
+    """``split``: the first three prompts that split, of ``splits``; ``missing``: prompts missing from some runs."""
     parts = [f"Across {count(summary.runs, 'run')} of {count(summary.prompts, 'prompt')}:"]
-    split = [p for p in prompts if p.completions > 1]
     stable = summary.tier1_stable
     parts.append(f"{stable} of {summary.prompts} give one completion in every run.")
-    if split:
+    if splits:
         shown = "; ".join(f"{p.prompt_id}: {p.split.text}" for p in split[:3] if p.split is not None)
-        more = f"; and {len(split) - 3} more" if len(split) > 3 else ""
-        parts.append(f"{count(len(split), 'prompt')} {'splits' if len(split) == 1 else 'split'} ({shown}{more}).")
-    missing = [p for p in prompts if p.missing]
+        more = f"; and {splits - 3} more" if splits > 3 else ""
+        parts.append(f"{count(splits, 'prompt')} {'splits' if splits == 1 else 'split'} ({shown}{more}).")
     if missing:
-        parts.append(f"{count(len(missing), 'prompt')} {'is' if len(missing) == 1 else 'are'} missing from some runs.")
+        parts.append(f"{count(missing, 'prompt')} {'is' if missing == 1 else 'are'} missing from some runs.")
     parts.append(f"{summary.runs_agreeing} of {summary.runs} runs agree with the majority on every prompt.")
     t2 = "cannot be judged" if tier2 is None else ("holds" if tier2 else "fails")
     parts.append(f"Tier 1 {'holds' if tier1 else 'fails'}; Tier 2 {t2}.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -145,7 +146,7 @@ class AggregateReport(TieredVerdict):
     setup: AggregateSetup
     verdict: AggregateVerdict
     summary: AggregateSummary
-    prompts: list[PromptAggregate]
+    prompts: Sequence[PromptAggregate]
     notes: tuple[str, ...] = ()
     producer: Producer = field(default_factory=lambda: Producer(name="detllm", version=__version__))
 
@@ -163,7 +164,7 @@ class AggregateReport(TieredVerdict):
             verdict=self.verdict,
             summary=self.summary,
             notes=list(self.notes),
-            prompts=self.prompts if with_prompts else [],
+            prompts=list(self.prompts) if with_prompts else [],
         )
 
     def to_dict(self) -> dict[str, Any]:

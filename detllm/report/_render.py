@@ -70,11 +70,32 @@ def _write_document(head: dict[str, Any], key: str, items: Any, out: IO[bytes]) 
     out.write(b"]\n}\n" if first else b"\n  ]\n}\n")
 
 
+def _write_encoded(head: dict[str, Any], key: str, items: Any, out: IO[bytes]) -> None:
+    """:func:`_write_document` of items already indented as its body's are."""
+    body = orjson.dumps(head, option=orjson.OPT_INDENT_2)
+    out.write(body[:-2] + b",\n" + f'  "{key}": ['.encode())
+    first = True
+    chunk: list[bytes] = []
+    for item in items:
+        chunk.append(b"\n" if first else b",\n")
+        chunk.append(item)
+        first = False
+        if len(chunk) >= 4096:
+            out.write(b"".join(chunk))
+            chunk.clear()
+    out.write(b"".join(chunk))
+    out.write(b"]\n}\n" if first else b"\n  ]\n}\n")
+
+
 def write_json(report: Report, out: IO[bytes]) -> None:
     """Stream the versioned JSON report to a binary file, one prompt at a time."""
     head = msgspec.to_builtins(report.document(with_prompts=False))
     head.pop("prompts")
-    _write_document(head, "prompts", (msgspec.to_builtins(p) for p in report.prompts), out)
+    indented = getattr(report.prompts, "indented", None)  # a faster path to the same bytes
+    if indented is not None:
+        _write_encoded(head, "prompts", indented(_indented, b"    "), out)
+    else:
+        _write_document(head, "prompts", (msgspec.to_builtins(p) for p in report.prompts), out)
 
 
 def render_json(report: Report) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from detllm.diff import DiffOptions
-from detllm.errors import UsageError
+from detllm.errors import TraceFormatError, UsageError
 from detllm.report import AggregateReport, aggregate_traces, render_text
 from detllm.report._aggregate import split_text
 from detllm.report._aggregate_model import Branch
@@ -74,6 +74,34 @@ def test_missing_prompts(tmp_path: Path) -> None:
     p2 = report.prompts[2]
     assert p2.missing == [2] and p2.classification == "unmatched" and not p2.tier1
     assert "missing from runs 2" in render_text(report)
+
+
+def test_rows_that_part_late_or_arrive_late(tmp_path: Path) -> None:
+    """Byte-identical rows are tracked compactly until a run differs or lacks them."""
+    data = rows(4, length=8)
+    runs = [list(data), list(data), list(data)]
+    runs[2][1] = flip_at(data[1], 3)  # the same in runs 0 and 1, then parts
+    runs[0] = [data[0], data[1], data[3]]  # p2 missing from run 0 only
+    runs[2] = [runs[2][0], runs[2][1], runs[2][2], runs[2][3]]
+    paths = [write(tmp_path / f"r{i}.jsonl", current, header(created_at=f"2026-11-28T10:0{i}:00Z")) for i, current in enumerate(runs)]
+    report = aggregate_traces(paths)
+    by_id = {p.prompt_id: p for p in report.prompts}
+    assert [p.prompt_id for p in report.prompts] == ["p0", "p1", "p3", "p2"]
+    assert by_id["p1"].variants[0].runs == [0, 1] and by_id["p1"].variants[1].runs == [2]
+    assert by_id["p1"].variants[1].first_divergence == 3
+    assert by_id["p2"].missing == [0] and by_id["p2"].variants[0].runs == [1, 2]
+    assert by_id["p0"].variants[0].runs == [0, 1, 2] and by_id["p0"].variants[0].tokens == 8
+    assert report.summary.tier1_stable == 2 and report.summary.runs_agreeing == 1
+    assert list(report.prompts) == report.prompts[:] and report.prompts == AggregateReport.from_dict(report.to_dict()).prompts
+
+
+def test_duplicate_prompt_in_a_later_run(tmp_path: Path) -> None:
+    data = rows(2)
+    paths = [write(tmp_path / name, data) for name in ("a.jsonl", "b.jsonl", "c.jsonl")]
+    lines = paths[2].read_bytes().splitlines(keepends=True)
+    paths[2].write_bytes(b"".join([*lines[:-1], lines[2], lines[-1]]))  # p1 twice, before the footer
+    with pytest.raises(TraceFormatError, match=r"c\.jsonl:4: prompt_id: duplicate prompt id 'p1'"):
+        aggregate_traces(paths)
 
 
 def test_round_trip(tmp_path: Path) -> None:
