@@ -71,9 +71,10 @@ CPU_FLAGS = (
 )  # fmt: skip
 """CPU features that decide which matrix kernels run."""
 
-REDACTIONS = ("hostname", "paths", "variables")
+REDACTIONS = ("hostname", "paths", "variables", "url")
 """``hostname``: the machine's name; ``paths``: the Python executable; ``variables``:
-the values of the environment variables (names are kept). ``all`` means all three.
+the values of the environment variables (names are kept); ``url``: a server's base URL
+(``--backend openai``), in the trace header and run_config.json. ``all`` means all of them.
 None of these is part of the fingerprint (variables are, but are hashed before
 redaction)."""
 

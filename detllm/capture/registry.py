@@ -12,6 +12,7 @@ from .backend import Backend
 BACKENDS: dict[str, str] = {
     "hf": "detllm.capture.hf:HFBackend",
     "vllm": "detllm.capture.vllm:VLLMBackend",
+    "openai": "detllm.capture.openai:OpenAIBackend",
 }
 """Backend name -> ``module:class``. The class is built from a :class:`BackendConfig`."""
 

@@ -32,6 +32,7 @@ from ._capture_options import (
 )
 from ._progress import Progress
 from ._report_options import HTML_HELP, print_report
+from ._server_options import add_server_arguments, with_server_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,12 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     formats.add_argument("--markdown", action="store_true", help="print Markdown, ready for a GitHub issue")
     formats.add_argument("--html", action="store_true", help=HTML_HELP)
     output.add_argument("--max-prompts", type=int, default=DEFAULT_MAX_PROMPTS, metavar="N", help="prompts printed in full (default %(default)s; the files have every prompt)")
+    add_server_arguments(parser, check=True)
     output.add_argument("-q", "--quiet", action="store_true", help="print nothing, no progress either; the exit status tells")
 
 
 def run(args: argparse.Namespace) -> int:
     sizes = parse_batch_sizes(args.batch_size)
-    config = config_from(args, batch_size=sizes[0], composition="in-order")
+    config = with_server_options(config_from(args, batch_size=sizes[0], composition="in-order"), args)
     prompts = prompts_from(args)
     compositions = None
     if args.compositions is not None:
@@ -68,21 +70,31 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out("checks")
     progress = Progress("detllm check", enabled=not args.quiet)
     try:
-        result = run_check(
-            config,
-            prompts,
-            runs=args.runs,
-            batch_sizes=sizes,
-            compositions=compositions,
-            isolate=args.isolate,
-            tier=args.tier,
-            atol=args.atol,
-            out=out,
-            argv=args.command_line,
-            progress=progress,
-            sweep=args.sweep,
-            sweep_mode=args.sweep_mode,
-        )
+        if config.backend == "openai":
+            if args.sweep:
+                raise UsageError("--sweep needs an in-process backend (hf or vllm): a server's engine settings are fixed when it starts; "
+                                 "check each server setup and compare them with detllm diff")
+            from ..capture.concurrency import ServerCheck, parse_levels, server_check
+
+            asked = ServerCheck(runs=args.runs, levels=tuple(parse_levels(args.concurrency)), tier=args.tier,
+                                atol=args.atol, prefix_cache_probe=args.prefix_cache_probe)
+            result = server_check(config, prompts, asked, out=out, argv=args.command_line, progress=progress)
+        else:
+            result = run_check(
+                config,
+                prompts,
+                runs=args.runs,
+                batch_sizes=sizes,
+                compositions=compositions,
+                isolate=args.isolate,
+                tier=args.tier,
+                atol=args.atol,
+                out=out,
+                argv=args.command_line,
+                progress=progress,
+                sweep=args.sweep,
+                sweep_mode=args.sweep_mode,
+            )
     finally:
         progress.close()
     report = result.report

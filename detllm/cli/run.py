@@ -24,6 +24,7 @@ from ._capture_options import (
     default_out,
     prompts_from,
 )
+from ._server_options import add_server_arguments, with_server_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,13 +34,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     capture.add_argument("--composition", default=DEFAULTS.composition, metavar="HOW", help=f"how prompts are grouped into batches: {', '.join(COMPOSITIONS)} (default: %(default)s)")
     add_recording_arguments(capture)
     capture.add_argument("--out", metavar="DIR", help="run directory to create (default: runs/<UTC time>)")
+    add_server_arguments(parser, check=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from(args, batch_size=args.batch_size, composition=args.composition)
+    config = with_server_options(config_from(args, batch_size=args.batch_size, composition=args.composition), args)
     prompts = prompts_from(args)
     out = Path(args.out) if args.out else default_out("runs")
-    result = run_capture(config, prompts, out=out, argv=args.command_line)
+    if config.backend == "openai":
+        from ..capture.concurrency import server_run
+
+        result = server_run(config, prompts, concurrency=args.concurrency, out=out, argv=args.command_line)
+    else:
+        result = run_capture(config, prompts, out=out, argv=args.command_line)
     for name, reason in result.determinism.missing().items():
         print(escape(f"detllm: warning: determinism control {name} not applied: {reason}"), file=sys.stderr)
     tokens = sum(len(row.token_ids) for row in result.rows)
@@ -47,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     print(escape(
         f"{result.directory}: {len(result.rows)} prompts, {tokens} tokens; model {header.model.id} "
         f"({header.model.fingerprint or 'no fingerprint'}), {header.device}, {header.dtype}, "
-        f"batch size {header.batch.size}; determinism {result.determinism.mode}"
+        + (f"{header.backend_settings.get('concurrency')} in flight" if config.backend == "openai" else f"batch size {header.batch.size}")
+        + f"; determinism {result.determinism.mode}"
         + ("" if result.determinism.complete else " (incomplete: see determinism_applied.json)")
     ))
     return 0

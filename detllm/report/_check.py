@@ -24,6 +24,7 @@ from ..errors import InputError, TraceFormatError, UsageError
 from ..reader import open_trace
 from ..writer import PARTIAL_SUFFIX
 from ._aggregate import aggregate_traces
+from ._concurrency_check import with_concurrency
 from ._sweep import build_sweep_report
 from ._check_model import (
     CheckComparison,
@@ -50,11 +51,13 @@ class PlannedRun(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     path: str
     """Relative to the check directory."""
-    role: Literal["repeat", "sweep"]
+    role: Literal["repeat", "sweep", "concurrency"]
     batch_size: int
     composition: str
     repeat: int | None = None
     isolated: bool = False
+    concurrency: int | None = None
+    """Requests in flight (a server check's runs); None for a model run in process."""
 
 
 class CheckPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -67,6 +70,8 @@ class CheckPlan(msgspec.Struct, frozen=True, kw_only=True):
     tier: Literal[1, 2] = 1
     atol: float = 0.0
     traces: list[PlannedRun]
+    concurrency: list[int] | None = None
+    """A server check's levels (requests in flight); the first is the repeats'."""
 
 
 def trace_name(batch_size: int, composition: str, repeat: int | None = None) -> str:
@@ -159,6 +164,7 @@ def rebuild_check_report(
         batch_sizes=plan.batch_sizes,
         compositions=plan.compositions,
         isolate=plan.isolate,
+        concurrency=plan.concurrency,
     )
     return build_check_report(directory, settings, plan.traces, read_determinism(directory), options)
 
@@ -214,7 +220,7 @@ def build_check_report(
         infos.append(report.right)
         comparisons.append(
             CheckComparison(
-                question="repeat" if run.role == "repeat" else "batch",
+                question="repeat" if run.role == "repeat" else ("concurrency" if run.role == "concurrency" else "batch"),
                 left=0,
                 right=index,
                 classification=report.classification,
@@ -247,6 +253,7 @@ def build_check_report(
                 isolated=run.isolated,
                 neighbours_changed=changed,
                 trace=msgspec.structs.replace(info, path=run.path),
+                concurrency=run.concurrency,
             )
         )
 
@@ -269,6 +276,9 @@ def build_check_report(
     notes.extend(_neighbour_notes(runs, len(prompts)))
     summary = _summary(comparisons, prompts, len(planned))
     verdict = _verdict(settings, determinism, comparisons, summary, runs, options)
+    concurrency = None
+    if settings.concurrency is not None:
+        concurrency, verdict = with_concurrency(aggregate, planned, comparisons, verdict)
     return CheckReport(
         options=options,
         check=settings,
@@ -280,6 +290,7 @@ def build_check_report(
         prompts=prompts,
         notes=tuple(notes),
         sweep=build_sweep_report(base, options),
+        concurrency=concurrency,
     )
 
 
@@ -476,7 +487,7 @@ def _claim_words(claim: str) -> str:
 def _setup_notes(comparisons: list[CheckComparison], runs: list[CheckRun]) -> list[str]:
     """Comparisons whose headers point elsewhere than the question they answer."""
     notes = []
-    expected = {"repeat": "run_to_run", "batch": "batch_dependence"}
+    expected = {"repeat": "run_to_run", "batch": "batch_dependence", "concurrency": "environment"}
     for c in comparisons:
         cause = c.setup.attribution.cause
         if cause != expected[c.question]:

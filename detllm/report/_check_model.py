@@ -15,13 +15,14 @@ from ..diff._report import REPORT_FORMAT, REPORT_VERSION, ReportOptions, Version
 from ..errors import ExitCode, UsageError
 from ._aggregate_model import Split
 from ._sweep_model import SweepReport, sweep_answer
+from ._concurrency import ConcurrencyAnswer
 
 
 class _Struct(msgspec.Struct, frozen=True, kw_only=True):
     pass
 
 
-class CheckSettings(_Struct):
+class CheckSettings(_Struct, omit_defaults=True):
     """What the check was asked to do."""
 
     model: str
@@ -34,6 +35,8 @@ class CheckSettings(_Struct):
     """Compositions run besides ``in-order`` at every batch size above 1."""
     isolate: bool
     """Each repeat ran in a process of its own."""
+    concurrency: list[int] | None = None
+    """A server check's levels (requests in flight); the first is the repeats'. Null otherwise."""
 
 
 class CheckDeterminism(_Struct):
@@ -45,11 +48,11 @@ class CheckDeterminism(_Struct):
     """Controls the runs needed that could not be applied, with the reason."""
 
 
-class CheckRun(_Struct):
+class CheckRun(_Struct, omit_defaults=True):
     """One trace of the check. Run 0 is the baseline every other run is compared with."""
 
     name: str
-    role: Literal["repeat", "sweep"]
+    role: Literal["repeat", "sweep", "concurrency"]
     batch_size: int
     composition: str
     repeat: int | None
@@ -61,14 +64,17 @@ class CheckRun(_Struct):
     (their batch-mates differ); null when the trace records no placements."""
     trace: TraceInfo
     """``trace.path`` is relative to the check directory."""
+    concurrency: int | None = None
+    """Requests in flight while it was recorded (a server check); null otherwise."""
 
 
 class CheckComparison(_Struct):
     """One run compared with run 0 by the diff engine."""
 
-    question: Literal["repeat", "batch"]
+    question: Literal["repeat", "batch", "concurrency"]
     """``repeat``: another repeat at the same batch size and composition (Tier 1 and 2);
-    ``batch``: another batch size or composition (batch invariance)."""
+    ``batch``: another batch size or composition (batch invariance); ``concurrency``:
+    a run of a server check at another number of requests in flight."""
     left: int
     right: int
     classification: str
@@ -128,7 +134,7 @@ class CheckSummary(_Struct):
     """Comparisons whose tokens leave run 0's, by the first token where they do."""
 
 
-class CheckVerdict(_Struct):
+class CheckVerdict(_Struct, omit_defaults=True):
     """The three answers and what they support.
 
     ``tier1`` / ``tier2``: the repeats agree in tokens / also in logprobs (null with
@@ -147,6 +153,9 @@ class CheckVerdict(_Struct):
     claim: Literal["tier2", "tier1", "none"]
     downgraded: bool
     text: str
+    concurrency_invariant: bool | None = None
+    """A server check: every run at every level gave each prompt the same tokens (null otherwise)."""
+    concurrency_invariant_logprobs: bool | None = None
 
 
 class CheckDocument(msgspec.Struct, frozen=True, kw_only=True):
@@ -167,6 +176,7 @@ class CheckDocument(msgspec.Struct, frozen=True, kw_only=True):
     prompts: list[CheckPrompt]
     sweep: SweepReport | None = None
     """The engine-setting sweep (``--sweep``); null when none was asked for."""
+    concurrency: ConcurrencyAnswer | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,6 +193,7 @@ class CheckReport:
     prompts: list[CheckPrompt]
     notes: tuple[str, ...] = ()
     sweep: SweepReport | None = None
+    concurrency: ConcurrencyAnswer | None = None
     producer: Producer = field(default_factory=lambda: Producer(name="detllm", version=__version__))
 
     kind = "check"
@@ -202,6 +213,8 @@ class CheckReport:
             answers.append(v.tier1 if tier == 1 else v.tier2)
         if any(c.question == "batch" for c in self.comparisons):
             answers.append(v.batch_invariant if tier == 1 else v.batch_invariant_logprobs)
+        if self.concurrency is not None:
+            answers.append(v.concurrency_invariant if tier == 1 else v.concurrency_invariant_logprobs)
         if self.sweep is not None:
             answers.append(sweep_answer(self.sweep, tier))
         return answers
@@ -235,6 +248,7 @@ class CheckReport:
             notes=list(self.notes),
             prompts=self.prompts if with_prompts else [],
             sweep=self.sweep,
+            concurrency=self.concurrency,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -254,5 +268,6 @@ class CheckReport:
             prompts=document.prompts,
             notes=tuple(document.notes),
             sweep=document.sweep,
+            concurrency=document.concurrency,
             producer=document.producer,
         )

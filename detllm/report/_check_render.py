@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from ..diff import PromptResult
 from ..diff._numbers import count
 from ._aggregate_render import MAX_RUNS_LISTED
+from ._concurrency_render import concurrency_markdown, concurrency_text
 from ._check_model import CheckComparison, CheckDivergence, CheckPrompt, CheckReport
 from .._escape import code
 from .._escape import markdown as cell
@@ -25,10 +26,13 @@ TOKEN_FAILURES = ("tokens_diverge", "stopped_early", "inputs_differ", "left_only
 def _questions(report: CheckReport) -> str:
     v = report.verdict
     batch = tier_word(v.batch_invariant) if v.batch_invariant is not None else "not asked"
+    last = f"batch invariant: {batch}"
+    if report.concurrency is not None:
+        last = f"concurrency invariant: {tier_word(v.concurrency_invariant)}"
     sweep = f"   sweep: {tier_word(report.sweep.verdict.stable)}" if report.sweep is not None else ""
     if v.tier1 is None:
-        return f"Repeatability: not asked   batch invariant: {batch}{sweep}"
-    return f"Tier 1 repeatable: {tier_word(v.tier1)}   Tier 2 repeatable: {tier_word(v.tier2)}   batch invariant: {batch}{sweep}"
+        return f"Repeatability: not asked   {last}{sweep}"
+    return f"Tier 1 repeatable: {tier_word(v.tier1)}   Tier 2 repeatable: {tier_word(v.tier2)}   {last}{sweep}"
 
 
 def _status_line(report: CheckReport) -> str:
@@ -52,6 +56,11 @@ def _setting_lines(report: CheckReport) -> tuple[str, str, str]:
         f"{count(c.runs, 'repeat')} at batch size {c.batch_sizes[0]}; batch sizes "
         f"{', '.join(map(str, c.batch_sizes))}; compositions {compositions}; {process}"
     )
+    if c.concurrency is not None:
+        runs = (
+            f"{count(c.runs, 'run')} of every prompt at each of {', '.join(map(str, c.concurrency))} requests in "
+            f"flight; those at {c.concurrency[0]} are the repeats"
+        )
     d = report.determinism
     determinism = f"{d.mode}, " + ("complete" if d.complete else f"incomplete ({', '.join(sorted(d.missing))} missing)")
     return model, runs, determinism
@@ -133,6 +142,9 @@ def _text(report: CheckReport, max_prompts: int) -> Iterator[str]:
     for note in report.notes:
         yield from paragraph("Note: " + note, "")
     yield ""
+    if report.concurrency is not None:
+        yield from concurrency_text(report.concurrency, max_prompts)
+        yield ""
     yield f"Runs ({len(report.runs)}; run 0 is the baseline)"
     yield f"  {'#':>3}  {pad('trace', 32)} {'batch':>5}  {pad('composition', 14)} {'moved':>5}  process"
     for i, run in enumerate(report.runs[:MAX_RUNS_LISTED]):
@@ -225,9 +237,12 @@ def _markdown(report: CheckReport, max_prompts: int) -> Iterator[str]:
     else:
         repeat = f"Tier 1 repeatable: {tier_word(v.tier1)} · Tier 2 repeatable: {tier_word(v.tier2)}"
     batch = tier_word(v.batch_invariant) if v.batch_invariant is not None else "not asked"
+    last = f"batch invariant: {batch}"
+    if report.concurrency is not None:
+        last = f"concurrency invariant: {tier_word(v.concurrency_invariant)}"
     lowered = ", lowered: determinism incomplete" if v.downgraded else ""
     sweep = f" · sweep: {tier_word(report.sweep.verdict.stable)}" if report.sweep is not None else ""
-    yield f"**{repeat} · batch invariant: {batch}{sweep}** (judged at Tier {report.options.tier}; claim: {CLAIMS[v.claim]}{lowered})"
+    yield f"**{repeat} · {last}{sweep}** (judged at Tier {report.options.tier}; claim: {CLAIMS[v.claim]}{lowered})"
     yield ""
     yield cell(v.text)
     yield ""
@@ -241,6 +256,8 @@ def _markdown(report: CheckReport, max_prompts: int) -> Iterator[str]:
     yield f"| runs | {cell(runs)} |"
     yield f"| determinism | {cell(determinism)} |"
     yield ""
+    if report.concurrency is not None:
+        yield from concurrency_markdown(report.concurrency, max_prompts)
     yield "| run | trace | batch | composition | moved | process | question | tokens | logprobs | classification |"
     yield "|---:|---|---:|---|---:|---|---|---|---|---|"
     by_right = {c.right: c for c in report.comparisons}

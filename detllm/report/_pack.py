@@ -152,6 +152,9 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
     if not plan.compositions:
         at = command.index("--compositions")
         del command[at : at + 2]
+    if plan.concurrency is not None:  # a server check: requests in flight, not batch sizes
+        at = command.index("--batch-size")
+        command[at : at + 2] = ["--concurrency", ",".join(map(str, plan.concurrency))]
     write_report_dir(packed_report, directory, command=command)
     readme = _check_readme(base, packed_report, plan, keep, len(all_ids), tier, command)
     if incomplete:

@@ -18,11 +18,16 @@ from ._check_model import CheckDocument
 from ._first_divergence import FirstDivergenceDocument
 
 
+ADDED: frozenset[str] = frozenset({"concurrency", "concurrency_invariant", "concurrency_invariant_logprobs"})
+"""Members added after 1.0 with a default: written only by the reports that use them."""
+
+
 def _tidy(node: Any) -> None:
-    # detLLM writes every field, null included: a reader may rely on each key.
+    # detLLM writes every field, null included: a reader may rely on each key
+    # (except the later additions, absent from reports that do not use them).
     if isinstance(node, dict):
         if node.get("type") == "object" and "properties" in node:
-            node["required"] = list(node["properties"])
+            node["required"] = [name for name in node["properties"] if name not in ADDED]
         if isinstance(node.get("description"), str):
             node["description"] = _plain(node["description"])
         for value in node.values():

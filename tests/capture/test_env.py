@@ -78,8 +78,8 @@ def test_variables_that_matter_are_kept_and_secrets_never():
 def test_redaction_names():
     assert parse_redactions("") == ()
     assert parse_redactions("paths, hostname") == ("hostname", "paths")
-    assert parse_redactions("all") == ("hostname", "paths", "variables")
-    with pytest.raises(UsageError, match="unknown redaction 'user' \\(choose from hostname, paths, variables, all\\)"):
+    assert parse_redactions("all") == ("hostname", "paths", "variables", "url")
+    with pytest.raises(UsageError, match="unknown redaction 'user' \\(choose from hostname, paths, variables, url, all\\)"):
         parse_redactions("user")
 
 
@@ -102,7 +102,7 @@ def test_env_command_prints_the_snapshot(capsys):
 
 def test_env_command_rejects_unknown_redaction(capsys):
     assert main(["env", "--redact", "everything"]) == 2
-    assert capsys.readouterr().err == "detllm: unknown redaction 'everything' (choose from hostname, paths, variables, all)\n"
+    assert capsys.readouterr().err == "detllm: unknown redaction 'everything' (choose from hostname, paths, variables, url, all)\n"
 
 
 def test_env_works_where_torch_cannot_be_imported():

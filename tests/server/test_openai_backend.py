@@ -1,0 +1,248 @@
+"""``--backend openai`` against a small server the tests start on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from detllm.capture.backend import ForcedSequence
+from detllm.capture.openai import OpenAIBackend
+from detllm.capture.registry import BackendConfig
+from detllm.cli import main
+from detllm.reader import open_trace
+
+from .fake_server import MODEL, FakeServer, free_port
+
+PROMPTS = ["--prompt", "hello", "--prompt", "world", "--prompt", "caf\u00e9 \U0001f642"]
+
+
+def _run(url: str, out: Path, *extra: str) -> int:
+    return main(["run", "--backend", "openai", "--base-url", url, "--model", MODEL, *PROMPTS,
+                 "--max-new-tokens", "6", "--out", str(out), *extra])
+
+
+def _check(url: str, out: Path, *extra: str) -> int:
+    return main(["check", "--backend", "openai", "--base-url", url, "--model", MODEL, *PROMPTS,
+                 "--max-new-tokens", "6", "--out", str(out), "-q", *extra])
+
+
+def _one_line(capsys: pytest.CaptureFixture[str]) -> str:
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_run_records_server_ids_and_the_server_s_description(tmp_path: Path) -> None:
+    with FakeServer(delay=0.05) as server:
+        assert _run(server.url, tmp_path / "r", "--concurrency", "3") == 0
+        assert server.max_in_flight >= 2
+    with open_trace(tmp_path / "r" / "trace.jsonl") as trace:
+        header, rows = trace.header, list(trace)
+    settings = header.backend_settings
+    assert header.backend.name == "openai" and header.backend.version == "fake-1.0"
+    assert settings["concurrency"] == 3 and settings["token_ids"] == "server"
+    assert settings["server"]["models"] == [MODEL] and settings["server"]["system_fingerprint"] == "fp-fake"
+    assert settings["server"]["base_url"] == server.url
+    assert settings["retries"]["connection_refused"] == 3
+    assert [r.prompt_id for r in rows] == ["p1", "p2", "p3"]
+    assert rows[2].input_token_ids == list("caf\u00e9 \U0001f642".encode())
+    assert len(rows[0].token_ids) == 6 and rows[0].top_logprobs is not None and len(rows[0].top_logprobs[0]) == 5
+    assert rows[0].logprobs == [step[0][1] for step in rows[0].top_logprobs]
+
+
+def test_chat_uses_the_chat_endpoint_and_its_logprobs(tmp_path: Path) -> None:
+    with FakeServer() as server:
+        assert _run(server.url, tmp_path / "r", "--chat") == 0
+    with open_trace(tmp_path / "r" / "trace.jsonl") as trace:
+        header, rows = trace.header, list(trace)
+    assert header.backend_settings["endpoint"] == "/v1/chat/completions"
+    assert rows[0].input_token_ids == list(b"<user>hello")
+
+
+def test_check_finds_a_concurrency_dependence(tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    with FakeServer(delay=0.25, flip_when_crowded=True) as server:
+        assert _check(server.url, out, "--runs", "2", "--concurrency", "1,6") == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"]["tier1"] is True and report["verdict"]["concurrency_invariant"] is False
+    levels = {r["concurrency"]: r for r in report["concurrency"]["levels"]}
+    assert levels[1]["odd"] == 0 and levels[1]["completions"] == 6
+    assert levels[6]["odd"] >= 4 and levels[6]["low"] > 0.2  # requests that find the server alone keep their tokens
+    first = report["concurrency"]["prompts"][0]
+    assert first["minorities"][0]["levels"] == [6] and first["minorities"][0]["first_divergence"] == 3
+    assert first["minorities"][0]["classification"] == "decisive_flip"
+    assert [c["question"] for c in report["comparisons"]] == ["repeat", "concurrency", "concurrency"]
+    text = (out / "report.txt").read_text()
+    assert "concurrency invariant: FAIL" in text and "95% interval" in text
+    assert "| in flight | odd one out |" in (out / "report.md").read_text()
+    names = sorted(p.name for p in (out / "traces").iterdir())
+    assert names == ["c1-run0.jsonl", "c1-run1.jsonl", "c6-run0.jsonl", "c6-run1.jsonl"]
+    assert {p.name for p in out.iterdir()} >= {"env.json", "run_config.json", "determinism_applied.json", "report.json",
+                                               "report.txt", "report.md", "diffs"}
+    # The directory is judged again offline, the same way.
+    assert main(["report", str(out), "--json"]) == 1
+
+
+def test_check_passes_where_concurrency_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with FakeServer(delay=0.01) as server:
+        assert _check(server.url, tmp_path / "c", "--runs", "2", "--concurrency", "1,4", "--tier", "2") == 0
+    report = json.loads((tmp_path / "c" / "report.json").read_text())
+    assert report["verdict"]["concurrency_invariant"] is True
+    assert report["verdict"]["concurrency_invariant_logprobs"] is True
+    assert "bounds the odd-one-out rate, not rules it out" in report["verdict"]["text"]
+
+
+def test_prefix_cache_probe_says_whether_the_cache_was_hit(tmp_path: Path) -> None:
+    for behaviour, verdict, words in (
+        ({}, "invariant", "3 of 3 warm requests hit the cache"),
+        ({"never_cache": True}, "not_hit", "the cache was not hit"),
+        ({"no_cache_report": True}, "hit_unknown", "reports no usage.prompt_tokens_details.cached_tokens"),
+    ):
+        out = tmp_path / verdict
+        with FakeServer(**behaviour) as server:
+            assert _check(server.url, out, "--runs", "2", "--concurrency", "1", "--prefix-cache-probe") == 0
+        probe = json.loads((out / "prefix_cache.json").read_text())
+        assert probe["verdict"] == verdict
+        assert words in probe["text"] and words in (out / "report.txt").read_text().replace("\n", " ")
+
+
+def test_ids_are_derived_with_a_tokenizer_or_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with FakeServer(no_ids=True) as server:
+        assert _run(server.url, tmp_path / "r") == 2
+        line = _one_line(capsys)
+        assert line == (f"detllm: {server.url}/v1/completions: the server returns no token ids (return_token_ids): "
+                        "give --tokenizer to derive them from the text")
+        assert not (tmp_path / "r").exists() or not any((tmp_path / "r").glob("*.jsonl"))
+
+
+def test_the_api_key_is_sent_and_never_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    secret = "sk-test-5f1e0c9b7d3a"
+    monkeypatch.setenv("DETLLM_TEST_KEY", secret)
+    with FakeServer(delay=0.01, flip_when_crowded=True) as server:
+        assert _check(server.url, tmp_path / "c", "--runs", "2", "--concurrency", "1,2", "--api-key-env", "DETLLM_TEST_KEY",
+                      "--prefix-cache-probe") == 1
+        assert set(server.authorizations) == {f"Bearer {secret}"}
+        assert main(["pack", str(tmp_path / "c"), "--out", str(tmp_path / "pack")]) == 0
+        readme = (tmp_path / "pack" / "README.md").read_text()
+        assert "--runs 2 --concurrency 1,2 --tier 1" in readme
+        # The pack's command runs again as written.
+        rerun = readme.split("```sh\n", 1)[1].split("\n", 1)[0].split()
+        assert rerun[:2] == ["detllm", "check"]
+        again = [a if a != "prompts.jsonl" else str(tmp_path / "pack" / "prompts.jsonl") for a in rerun[2:]]
+        again[again.index("again")] = str(tmp_path / "again")
+        assert main(["check", *again, "-q"]) == 1
+    with FakeServer(status=401, status_after=0) as server:
+        assert _run(server.url, tmp_path / "r", "--api-key-env", "DETLLM_TEST_KEY") == 2
+    captured = capsys.readouterr()
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) > 10
+    for path in files:
+        assert secret.encode() not in path.read_bytes(), path
+    assert secret not in captured.out + captured.err
+    assert "DETLLM_TEST_KEY" in (tmp_path / "c" / "run_config.json").read_text()  # the name, not the value
+
+
+def test_redact_url_leaves_the_base_url_out(tmp_path: Path) -> None:
+    with FakeServer() as server:
+        assert _run(server.url, tmp_path / "r", "--redact", "url") == 0
+    address = f"127.0.0.1:{server.port}"
+    for path in (tmp_path / "r").iterdir():
+        assert address not in path.read_text(), path
+
+
+# -- faults: one line naming the URL, exit 2, the rows received kept ------------------
+
+
+def test_connection_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    assert _run(url, tmp_path / "r") == 2
+    assert _one_line(capsys) == f"detllm: {url}/v1/models: connection refused (3 retries)"
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "message"),
+    [
+        ({"status": 500, "status_after": 2}, "/v1/completions: HTTP 500 Internal Server Error: fault 500 on purpose\\x1b[31m"),
+        ({"status": 404, "status_after": 2}, "/v1/completions: HTTP 404 Not Found: fault 404 on purpose\\x1b[31m"),
+        ({"malformed": True, "status_after": 2}, "/v1/completions: the answer is not valid JSON"),
+        ({"truncated": True}, "/v1/completions: the answer was cut short"),
+        ({"die_after": 2}, "/v1/completions: "),
+        ({"hang": 3.0}, "/v1/completions: no answer within 0.5 s"),
+    ],
+)
+def test_server_faults(tmp_path: Path, capsys: pytest.CaptureFixture[str], behaviour: dict, message: str) -> None:
+    out = tmp_path / "c"
+    with FakeServer(**behaviour) as server:
+        code = _check(server.url, out, "--runs", "2", "--concurrency", "1", "--timeout", "0.5")
+        url = server.url
+    assert code == 2
+    line = _one_line(capsys)
+    assert line.startswith(f"detllm: {url}{message}"), line
+    assert "Traceback" not in line and "\x1b" not in line
+    partial = list((out / "traces").glob("*.partial"))
+    assert partial, "the rows received must be kept"
+    assert not list((out / "traces").glob("*.jsonl"))
+    assert main(["validate", str(partial[0])]) == 1  # never read as complete
+    if behaviour.get("status_after") == 2 and "status" in behaviour:
+        with open_trace(partial[0], allow_incomplete=True) as trace:
+            assert [row.prompt_id for row in trace] == ["p1", "p2"]
+            assert not trace.complete
+
+
+def test_a_busy_server_is_retried_and_the_retry_recorded(tmp_path: Path) -> None:
+    with FakeServer(busy_once=True) as server:
+        assert _check(server.url, tmp_path / "c", "--runs", "2", "--concurrency", "1") == 0
+    text = (tmp_path / "c" / "report.txt").read_text().replace("\n", " ")
+    assert "The client retried requests: 1 after http 503" in text
+
+
+def test_ctrl_c_keeps_the_rows_received(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    calls = {"n": 0}
+    original = OpenAIBackend.request
+
+    def interrupted(self, prompt, decoding, top_k):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, prompt, decoding, top_k)
+
+    monkeypatch.setattr(OpenAIBackend, "request", interrupted)
+    with FakeServer() as server:
+        assert _check(server.url, tmp_path / "c", "--runs", "2", "--concurrency", "1") == 2
+    line = _one_line(capsys)
+    assert line.startswith(f"detllm: {server.url}/v1/completions: interrupted (Ctrl-C) after 2 of 6 requests")
+    with open_trace(tmp_path / "c" / "traces" / "c1-run0.jsonl.partial", allow_incomplete=True) as trace:
+        assert [row.prompt_id for row in trace] == ["p1", "p2"]
+
+
+# -- replay ---------------------------------------------------------------------------
+
+
+def test_score_returns_each_forced_token_s_logprob_and_rank() -> None:
+    with FakeServer() as server:
+        backend = OpenAIBackend(BackendConfig(model=MODEL, options={"base_url": server.url}))
+        steps = backend.score([ForcedSequence(prompt_id="p1", input_ids=(104, 105), forced_ids=(65, 66, 67))], top_k=3)
+        backend.close()
+    assert [s.rank for s in steps[0]] == [1, 1, 1]
+    assert steps[0][0].top_ids == (65, 66, 67) and steps[0][0].logprob == -0.25
+
+
+def test_score_refuses_where_the_server_cannot_replay() -> None:
+    from detllm.errors import CaptureError
+
+    with FakeServer(refuse_prompt_logprobs=True) as server:
+        backend = OpenAIBackend(BackendConfig(model=MODEL, options={"base_url": server.url}))
+        with pytest.raises(CaptureError, match=r"/v1/completions: the server refused prompt_logprobs, so it cannot replay"):
+            backend.score([ForcedSequence(prompt_id="p1", input_ids=(104,), forced_ids=(65,))], top_k=2)
+        backend.close()
+
+
+def test_options_for_another_backend_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--model", "tiny-llama", "--base-url", "http://127.0.0.1:1", "--out", "/nonexistent/x"]) == 2
+    assert _one_line(capsys) == "detllm: --base-url applies to --backend openai only"
+    assert main(["run", "--model", MODEL, "--backend", "openai"]) == 2
+    assert _one_line(capsys) == "detllm: --backend openai needs --base-url (for example http://127.0.0.1:8000)"
