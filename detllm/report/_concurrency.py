@@ -4,9 +4,13 @@ A server check records every prompt ``runs`` times at each concurrency level (th
 many requests in flight). The aggregate engine finds each prompt's distinct
 completions and their majority over every run of every level, and compares each
 minority with the majority (the diff engine's first divergence and classification).
-Here that is read per level: how many completions at that level are odd ones out
-(other tokens than their prompt's majority), with a 95% Wilson interval, so that
-"0 of 40" reads as "below about 9%", not as "never".
+Here that is read per level against each prompt's *reference*: its most common
+completion at the lowest level (the requests that found the server least busy). At
+each level, the odd ones out are the completions with other tokens than the
+reference, counted with a 95% Wilson interval, so that "0 of 40" reads as "below
+about 9%", not as "never". The reference is not the majority: when crowded levels
+outnumber the sequential one, the majority is the crowded completion, and counting
+against it would blame the sequential requests.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import msgspec
 
 from ..diff._interval import wilson_interval
 from ..diff._numbers import count
-from ._aggregate_model import AggregateReport
+from ._aggregate_model import AggregateReport, Variant
 
 
 class _Struct(msgspec.Struct, frozen=True, kw_only=True):
@@ -31,7 +35,7 @@ class LevelRate(_Struct):
     completions: int
     """Prompts x runs at this level."""
     odd: int
-    """Completions whose tokens differ from their prompt's majority (over every level)."""
+    """Completions whose tokens differ from their prompt's reference (its most common completion at the lowest level)."""
     rate: float
     low: float
     high: float
@@ -41,7 +45,7 @@ class LevelRate(_Struct):
 
 
 class Minority(_Struct):
-    """One completion of a prompt other than the majority, and where it leaves it."""
+    """One completion of a prompt other than its reference, and where it leaves the one it was compared with."""
 
     variant: int
     runs: list[str]
@@ -50,6 +54,8 @@ class Minority(_Struct):
     """Their concurrency levels, distinct, ascending."""
     first_divergence: int | None
     classification: str
+    compared_with: int = 0
+    """The variant the diff engine compared it with: the reference, or else the majority (variant 0)."""
 
 
 class ConcurrencyPrompt(_Struct):
@@ -60,6 +66,11 @@ class ConcurrencyPrompt(_Struct):
     majority_runs: int
     runs: int
     minorities: list[Minority]
+    """Every completion but the reference."""
+    reference: int = 0
+    """The variant that is the reference: the most common completion at the lowest level."""
+    reference_runs: int = 0
+    """Runs, over every level, that gave the reference."""
 
 
 class ConcurrencyAnswer(_Struct):
@@ -83,33 +94,27 @@ def concurrency_answer(
     odd_at: dict[int, int] = {}
     changed_at: dict[int, set[str]] = {}
     per_level = {level: levels.count(level) for level in levels if level is not None}
+    lowest = min(per_level) if per_level else None
     prompts = []
     for item in aggregate.prompts:
-        majority_runs = set(item.variants[0].runs) if item.variants else set()
+        reference = _reference(item.variants, levels, lowest)
+        reference_runs = set(reference.runs) if reference is not None else set()
         for run in range(len(names)):
             level = levels[run]
-            if level is None or run in item.missing or run in majority_runs:
+            if level is None or run in item.missing or run in reference_runs:
                 continue
             odd_at[level] = odd_at.get(level, 0) + 1
             changed_at.setdefault(level, set()).add(item.prompt_id)
-        if item.completions > 1:
-            minorities = [
-                Minority(
-                    variant=v.index,
-                    runs=[names[r] for r in v.runs],
-                    levels=sorted({lv for r in v.runs if (lv := levels[r]) is not None}),
-                    first_divergence=v.first_divergence,
-                    classification=v.comparison.classification if v.comparison is not None else "inconclusive",
-                )
-                for v in item.variants[1:]
-            ]
+        if item.completions > 1 and reference is not None:
             prompts.append(
                 ConcurrencyPrompt(
                     prompt_id=item.prompt_id,
                     completions=item.completions,
                     majority_runs=item.majority_runs,
                     runs=item.runs,
-                    minorities=minorities,
+                    minorities=[_minority(v, reference, names, levels) for v in item.variants if v is not reference],
+                    reference=reference.index,
+                    reference_runs=len(reference.runs),
                 )
             )
     n_prompts = len(aggregate.prompts)
@@ -130,6 +135,28 @@ def concurrency_answer(
         invariant=invariant,
         invariant_logprobs=invariant_logprobs,
         text=_text(rates, prompts, n_prompts, invariant, invariant_logprobs),
+    )
+
+
+def _reference(variants: Sequence[Variant], levels: Sequence[int | None], lowest: int | None) -> Variant | None:
+    """The variant with the most runs at the lowest level; a tie goes to the more common one overall."""
+    if not variants:
+        return None
+    return max(variants, key=lambda v: (sum(1 for r in v.runs if levels[r] == lowest), -v.index))
+
+
+def _minority(variant: Variant, reference: Variant, names: Sequence[str], levels: Sequence[int | None]) -> Minority:
+    # The aggregate compared every variant with the majority (variant 0); when the
+    # reference is not the majority, the majority's comparison is the reference's, seen
+    # from the other side, and any third variant stays compared with the majority.
+    compared = reference if variant.index == 0 else variant
+    return Minority(
+        variant=variant.index,
+        runs=[names[r] for r in variant.runs],
+        levels=sorted({lv for r in variant.runs if (lv := levels[r]) is not None}),
+        first_divergence=compared.first_divergence,
+        classification=compared.comparison.classification if compared.comparison is not None else "inconclusive",
+        compared_with=reference.index if variant.index == 0 else 0,
     )
 
 
@@ -159,5 +186,6 @@ def _text(rates: list[LevelRate], prompts: list[ConcurrencyPrompt], n: int, inva
     per_level = "; ".join(level_words(r) for r in rates)
     return (
         f"At {levels} requests in flight, {len(prompts)} of {count(n, 'prompt')} gave more than one completion "
-        f"({', '.join(classes)}): not concurrency invariant. Against each prompt's majority, {per_level}."
+        f"({', '.join(classes)}): not concurrency invariant. Against each prompt's completion at {rates[0].concurrency} "
+        f"in flight (its most common one there), {per_level}."
     )

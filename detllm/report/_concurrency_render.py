@@ -16,13 +16,13 @@ def _minority(m: object) -> str:
 
 
 def concurrency_text(answer: ConcurrencyAnswer, max_prompts: int) -> Iterator[str]:
-    yield "Requests in flight (odd one out: other tokens than the prompt's majority over every level)"
+    yield "Requests in flight (odd one out: other tokens than the prompt's reference, its most common completion at the lowest level)"
     yield f"  {'in flight':>9}  {'odd':>5} {'of':>6}  {'rate':>6}  {pad('95% interval', 15)} prompts changed"
     for r in answer.levels:
         interval = f"{percent(r.low)}-{percent(r.high)}"
         yield f"  {r.concurrency:>9}  {r.odd:>5} {r.completions:>6}  {percent(r.rate):>6}  {pad(interval, 15)} {r.prompts_changed}"
     for p in answer.prompts[:max_prompts]:
-        yield f"  {clip(escape(p.prompt_id), 24)}: {p.completions} completions, majority {p.majority_runs} of {p.runs} runs"
+        yield f"  {clip(escape(p.prompt_id), 24)}: {p.completions} completions, reference {p.reference_runs} of {p.runs} runs"
         for m in p.minorities[:4]:
             yield f"    {_minority(m)}"
     if len(answer.prompts) > max_prompts:
@@ -36,9 +36,9 @@ def concurrency_markdown(answer: ConcurrencyAnswer, max_prompts: int) -> Iterato
         yield f"| {r.concurrency} | {r.odd} | {r.completions} | {percent(r.rate)} | {percent(r.low)}-{percent(r.high)} | {r.prompts_changed} |"
     yield ""
     if answer.prompts:
-        yield "| prompt | completions | majority | minorities |"
+        yield "| prompt | completions | reference | others |"
         yield "|---|---:|---:|---|"
         for p in answer.prompts[:max_prompts]:
             minorities = "; ".join(_minority(m) for m in p.minorities[:4])
-            yield f"| {code(p.prompt_id)} | {p.completions} | {p.majority_runs} of {p.runs} | {cell(minorities)} |"
+            yield f"| {code(p.prompt_id)} | {p.completions} | {p.reference_runs} of {p.runs} | {cell(minorities)} |"
         yield ""

@@ -85,6 +85,26 @@ def test_check_finds_a_concurrency_dependence(tmp_path: Path) -> None:
     assert main(["report", str(out), "--json"]) == 1
 
 
+def test_crowded_levels_that_outnumber_the_sequential_one_are_still_the_odd_ones(tmp_path: Path) -> None:
+    # Two crowded levels give every prompt's majority completion; the reference is the
+    # sequential one all the same, and the counts blame the crowded requests.
+    out = tmp_path / "c"
+    with FakeServer(delay=0.25, flip_when_crowded=True) as server:
+        assert _check(server.url, out, "--runs", "2", "--concurrency", "1,5,6") == 1
+    answer = json.loads((out / "report.json").read_text())["concurrency"]
+    levels = {r["concurrency"]: r for r in answer["levels"]}
+    assert levels[1]["odd"] == 0
+    assert levels[5]["odd"] >= 4 and levels[6]["odd"] >= 4
+    flipped = [p for p in answer["prompts"] if p["majority_runs"] > p["reference_runs"]]
+    assert flipped, answer["prompts"]
+    for prompt in flipped:
+        assert prompt["reference"] != 0  # the majority is a crowded completion
+        majority = next(m for m in prompt["minorities"] if m["variant"] == 0)
+        assert majority["compared_with"] == prompt["reference"] and 1 not in majority["levels"]
+        assert majority["first_divergence"] == 3 and majority["classification"] == "decisive_flip"
+    assert "Against each prompt's completion at 1 in flight" in answer["text"]
+
+
 def test_check_passes_where_concurrency_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with FakeServer(delay=0.01) as server:
         assert _check(server.url, tmp_path / "c", "--runs", "2", "--concurrency", "1,4", "--tier", "2") == 0

@@ -165,11 +165,6 @@ def test_score_ranks_a_greedy_trace_s_tokens_first(server: str, server_check: Pa
 
 
 @pytest.mark.smollm
-@pytest.mark.xfail(
-    reason="not reproduced yet with this client's requests: on 2026-12-02 SmolLM2 bf16 served by vLLM 0.32 CPU gave "
-    "bitwise-identical tokens and logprobs at 1, 8 and 32 in flight (8 prompts x 4 runs, 32 tokens); see the issue's notes",
-    strict=False,
-)
 def test_smollm2_in_bfloat16_depends_on_concurrency(tmp_path: Path) -> None:
     from detllm.capture._smollm import cache_dir, converted_dir, gguf_path
     from detllm.errors import CaptureError
