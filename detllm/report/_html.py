@@ -66,7 +66,7 @@ code,pre,.mono{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,monospace;font-
 p,li,td,th,code,h1,h2,h3,pre{overflow-wrap:anywhere}
 table{border-collapse:collapse;margin:6px 0 10px;max-width:100%}
 th,td{border:1px solid var(--line);padding:3px 7px;text-align:left;vertical-align:top}
-th{background:var(--soft);font-weight:600}td.n{text-align:right}
+th{background:var(--soft);font-weight:600;overflow-wrap:normal}td.n{text-align:right;white-space:nowrap;overflow-wrap:normal}
 table.sides td:first-child,table.settings td:first-child{white-space:nowrap}
 .banner{border:2px solid;border-radius:8px;padding:12px 16px;margin:8px 0 16px}
 .banner.pass{border-color:#1a7f37;background:#dafbe1}.banner.fail{border-color:#cf222e;background:#ffebe9}

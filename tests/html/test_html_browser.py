@@ -142,6 +142,12 @@ def test_hostile_page_runs_nothing_and_keeps_its_layout(
         headings = json.loads(tab.evaluate(
             "JSON.stringify([...document.querySelectorAll('section.prompt h3 code')].map(c => c.textContent))"))
         assert headings == [PROMPT_IDS[0], "p\"1'<b>"]
+        # A long token beside a number does not squeeze the number into a column of digits.
+        lines = json.loads(tab.evaluate(
+            "JSON.stringify([...document.querySelectorAll('td.n')].filter(c => c.textContent).map(c => {"
+            " const r = document.createRange(); r.selectNodeContents(c);"
+            " return new Set([...r.getClientRects()].map(b => Math.round(b.top))).size; }))"))
+        assert lines and set(lines) == {1}, lines
         _shoot(tab, tmp_path, "hostile", capsys)
     finally:
         tab.close()
