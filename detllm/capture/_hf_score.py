@@ -30,9 +30,9 @@ def score(
     """Per sequence, one :class:`ForcedStep` per forced token.
 
     Logprobs are raw: the float32 log-softmax of the logits, as the decoding loop
-    records them. A rank is ``1 + the number of tokens with a larger logprob``, exact
-    over the whole vocabulary: 1 is the token greedy decoding would choose (ties go to
-    the lower token id there, and share the rank here).
+    records them. A rank is ``1 +`` the number of tokens with a larger logprob, or an
+    equal one and a lower id, exact over the whole vocabulary: 1 is the token greedy
+    decoding (argmax, which takes the first maximum) would choose.
     """
     device = next(model.parameters()).device
     sequences = [[*s.input_ids, *s.forced_ids] for s in batch]
@@ -71,7 +71,9 @@ def score(
             row = torch.log_softmax(logits[i, keep - 1 - n : keep - 1, :].to(dtype=torch.float32), dim=-1)
             forced = torch.tensor(sequence.forced_ids, dtype=torch.long, device=row.device)
             chosen = row.gather(1, forced[:, None])
-            ranks = (row > chosen).sum(dim=-1) + 1
+            # Ties go to the lower token id, as argmax takes the first maximum.
+            lower = torch.arange(row.shape[-1], device=row.device)[None, :] < forced[:, None]
+            ranks = (row > chosen).sum(dim=-1) + ((row == chosen) & lower).sum(dim=-1) + 1
             if top_k:
                 top = torch.topk(row, top_k, dim=-1)
                 top_ids, top_values = top.indices.tolist(), top.values.tolist()

@@ -47,7 +47,7 @@ REPLAY_METHODS: dict[str, dict[str, Any]] = {
     "hf": {
         "method": "one forward pass per batch of forced sequences, left padding and attention mask, no KV cache",
         "prefix_cache": "not used",
-        "rank": "exact: 1 + tokens of larger logprob over the whole vocabulary",
+        "rank": "exact over the whole vocabulary: 1 + tokens of larger logprob, or of equal logprob and lower id (argmax order)",
     },
     "vllm": {
         "method": "prompt_logprobs=K, the forced sequence given as token ids, max_tokens=1",
