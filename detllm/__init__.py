@@ -32,6 +32,7 @@ from .trace import (
     Header,
     Logprobs,
     Placement,
+    Replay,
     Row,
     Software,
 )
@@ -155,6 +156,7 @@ __all__ = [
     "Logprobs",
     "NewerMinorVersionWarning",
     "Placement",
+    "Replay",
     "Row",
     "Software",
     "TraceFormatError",

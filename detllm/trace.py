@@ -283,7 +283,7 @@ def header_problems(header: Header) -> Iterator[tuple[str, str]]:
     if header.logprobs.semantics == "none" and header.logprobs.top_k != 0:
         yield "logprobs.top_k", "must be 0 when logprobs.semantics is 'none'"
     if header.replay is not None:
-        if not _uses_1_1(header):
+        if not at_least_1_1(header):
             yield "replay", f"needs trace version 1.1 or later, the header says {header.version!r}"
         if not _DIGEST_RE.match(header.replay.source_digest):
             yield "replay.source_digest", f"must be 'sha256:' and 64 lowercase hex digits, got {header.replay.source_digest!r}"
@@ -304,7 +304,8 @@ def header_problems(header: Header) -> Iterator[tuple[str, str]]:
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
-def _uses_1_1(header: Header) -> bool:
+def at_least_1_1(header: Header) -> bool:
+    """Whether the header's version admits the members added in 1.1 (``replay``, ``ranks``)."""
     version = parse_version(header.version)
     return version is not None and version >= (1, 1)
 
@@ -358,7 +359,7 @@ def row_problems(row: Row, header: Header) -> Iterator[tuple[str, str]]:
     else:
         yield from _logprob_problems(row, header.logprobs.top_k)
     if row.ranks is not None:
-        if not _uses_1_1(header):
+        if not at_least_1_1(header):
             yield "ranks", f"needs trace version 1.1 or later, the header says {header.version!r}"
         elif len(row.ranks) != n:
             yield "ranks", f"has {len(row.ranks)} entries but token_ids has {n}"

@@ -52,17 +52,19 @@ def _is_replay(path: str) -> bool:
 
 
 def _replay_diff(args: argparse.Namespace) -> int | None:
-    """The replay comparison when RIGHT is a replay of LEFT; None for a plain diff."""
-    if not _is_replay(args.right):
-        if _is_replay(args.left):
-            raise UsageError(f"{args.left} is a replay: give the original first (detllm diff ORIGINAL REPLAY)")
+    """The replay comparison when one side is a replay of the other (either order); None for a plain diff."""
+    if _is_replay(args.right):
+        original, replayed = args.left, args.right
+    elif _is_replay(args.left):
+        original, replayed = args.right, args.left  # REPLAY ORIGINAL: the headers say which is which
+    else:
         return None
     from ..report._render import _atomic
     from ..report._replay import NotAReplay, build_replay_report
     from ..report._replay_render import render_replay_markdown, render_replay_text
 
     try:
-        document = build_replay_report(args.left, args.right)
+        document = build_replay_report(original, replayed)
     except NotAReplay as error:
         print(escape(f"detllm: warning: {error.reason}: comparing them as two runs"), file=sys.stderr)
         return None

@@ -113,7 +113,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 @pytest.mark.parametrize(("flag", "golden"), [(None, "report.txt"), ("--markdown", "report.md"), ("--json", "report.json")])
 def test_recorded_replay_reports_match_their_goldens(capsys, monkeypatch, flag, golden) -> None:
     monkeypatch.chdir(ROOT)
-    argv = ["diff", "fixtures/recorded/replay-bf16/left.jsonl", "fixtures/recorded/replay-bf16/right.jsonl"]
+    argv = ["diff", "fixtures/recorded/replay-bf16/original.jsonl", "fixtures/recorded/replay-bf16/replay.jsonl"]
     code, out, err = _run(capsys, *argv, *([flag] if flag else []))
     assert (code, err) == (1, "")
     path = RECORDED / golden
@@ -129,7 +129,7 @@ def test_recorded_replay_reports_match_their_goldens(capsys, monkeypatch, flag, 
 
 def test_recorded_bfloat16_replay_in_float32_measures_kl_and_names_flips(monkeypatch) -> None:
     monkeypatch.chdir(ROOT)
-    d = build_replay_report(RECORDED / "left.jsonl", RECORDED / "right.jsonl")
+    d = build_replay_report(RECORDED / "original.jsonl", RECORDED / "replay.jsonl")
     assert d.kind == "replay" and not d.verdict.baseline and not d.verdict.all_rank_1
     assert [(s.field, s.original, s.replay) for s in d.setup] == [("dtype", "bfloat16", "float32")]
     s = d.summary
@@ -206,11 +206,13 @@ def test_a_replay_of_another_trace_falls_back_to_a_plain_diff(tmp_path: Path, ca
     assert out.startswith("detllm diff:") and "replay" not in out.splitlines()[0]
 
 
-def test_the_replay_given_first_is_a_usage_error(tmp_path: Path, capsys) -> None:
+def test_the_replay_may_be_given_first(tmp_path: Path, capsys) -> None:
     original, replay = _pair(tmp_path)
-    code, out, err = _run(capsys, "diff", str(replay), str(original))
-    assert (code, out) == (2, "")
-    assert err == f"detllm: {replay} is a replay: give the original first (detllm diff ORIGINAL REPLAY)\n"
+    _, forward, _ = _run(capsys, "diff", str(original), str(replay), "--json")
+    code, backward, err = _run(capsys, "diff", str(replay), str(original), "--json")
+    assert (code, err) == (1, "")
+    assert json.loads(backward) == json.loads(forward)
+    assert json.loads(backward)["original"]["path"] == str(original)
 
 
 def test_a_replay_with_other_tokens_is_refused(tmp_path: Path, capsys) -> None:
