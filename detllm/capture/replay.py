@@ -26,6 +26,7 @@ from ..reader import open_trace
 from ..trace import REPLAY_VERSION, Batch, Footer, Header, Placement, Replay, Row
 from ..writer import TraceWriter
 from .backend import ForcedSequence, ForcedStep
+from .concurrency import _redacted, _redacted_argv, _session
 from .runner import (
     DETERMINISM_FILE,
     ENV_FILE,
@@ -124,13 +125,15 @@ def replay(
     config = msgspec.structs.replace(config, logprobs="raw", top_logprobs=k)
     target = Path(out)
     to_file = target.name.endswith(TRACE_SUFFIXES)
+    if to_file and (target.exists() or target.with_name(target.name + ".partial").exists()):
+        raise UsageError(f"{target}: exists; choose another --out or remove it")
     claim: AbstractContextManager[object] = nullcontext() if to_file else DirectoryClaim(target)
     trace_path = target if to_file else target / TRACE_FILE
-    with claim, CaptureSession.of(config) as session:
+    with claim, _session(config) as session:
         if not hasattr(session.backend, "score"):
             raise CaptureError(f"the {config.backend} backend cannot replay (it has no forced scoring)")
         if not to_file:
-            _write_json(target / RUN_CONFIG_FILE, _config_document(config, src, argv))
+            _write_json(target / RUN_CONFIG_FILE, _config_document(_redacted(config), src, _redacted_argv(config, argv)))
             _write(target / ENV_FILE, session.environment.to_json())
             _write_json(target / DETERMINISM_FILE, session.determinism.to_dict())
         session.controls.reseed()

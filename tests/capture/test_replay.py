@@ -147,6 +147,11 @@ def test_bad_input_is_one_line_and_exit_2(fp32_run: Path, tmp_path: Path, capsys
     code, err = replay(str(fp32_run), "--model", "tiny-llama", "--base-url", "http://127.0.0.1:1", "--out", str(tmp_path / "r4.jsonl"))
     assert (code, err) == (2, "detllm: --base-url applies to --backend openai only\n")
     assert not (tmp_path / "r3.jsonl").exists() and not (tmp_path / "r4.jsonl").exists()
+    taken = tmp_path / "taken.jsonl"
+    taken.write_text("")
+    assert replay(str(fp32_run), "--model", "tiny-llama", "--out", str(taken)) == (
+        2, f"detllm: {taken}: exists; choose another --out or remove it\n"
+    )  # fmt: skip
 
 
 def test_run_config_names_the_source(fp32_run: Path, tmp_path: Path) -> None:
