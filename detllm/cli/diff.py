@@ -45,17 +45,17 @@ def run(args: argparse.Namespace) -> int:
     return report.exit_code()
 
 
-def _is_replay(path: str) -> bool:
+def _is_replay(path: str, allow_incomplete: bool) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NewerMinorVersionWarning)
-        return read_header(locate_trace(path, allow_incomplete=False)).replay is not None
+        return read_header(locate_trace(path, allow_incomplete=allow_incomplete)).replay is not None
 
 
 def _replay_diff(args: argparse.Namespace) -> int | None:
     """The replay comparison when one side is a replay of the other (either order); None for a plain diff."""
-    if _is_replay(args.right):
+    if _is_replay(args.right, args.allow_incomplete):
         original, replayed = args.left, args.right
-    elif _is_replay(args.left):
+    elif _is_replay(args.left, args.allow_incomplete):
         original, replayed = args.right, args.left  # REPLAY ORIGINAL: the headers say which is which
     else:
         return None

@@ -234,3 +234,16 @@ def test_out_writes_the_three_reports(tmp_path: Path, capsys) -> None:
     assert code == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.json", "report.md", "report.txt"]
     assert json.loads((tmp_path / "out" / "report.json").read_text())["kind"] == "replay"
+
+
+def test_a_run_directory_with_an_incomplete_trace_still_diffs_with_allow_incomplete(tmp_path: Path, capsys) -> None:
+    from detllm import TraceWriter
+
+    a = write_trace(tmp_path / "a.jsonl", make_header(), [make_row("p0"), make_row("p1")])
+    crashed = tmp_path / "crashed"
+    writer = TraceWriter(crashed / "trace.jsonl", make_header())
+    writer.write(make_row("p0"))
+    writer.abandon()
+    code, out, err = _run(capsys, "diff", str(a), str(crashed), "--allow-incomplete")
+    assert (code, err) == (1, "")
+    assert "INCOMPLETE" in out
