@@ -163,3 +163,17 @@ def test_run_config_names_the_source(fp32_run: Path, tmp_path: Path) -> None:
     with open_trace(out / "trace.jsonl") as reader:
         assert reader.header.logprobs.top_k == 2
         assert all(len(step) == 2 for row in reader for step in row.top_logprobs or [])
+
+
+def test_python_api_replay_and_report(fp32_run: Path, tmp_path: Path) -> None:
+    import detllm
+    from detllm.errors import UsageError
+
+    result = detllm.replay(fp32_run, "tiny-llama", out=tmp_path / "r.jsonl", device="cpu", batch_size=3, dtype="bfloat16")
+    assert result.rows == 8 and result.header.dtype == "bfloat16"
+    report = detllm.replay_report(fp32_run, result.path)
+    assert not report.verdict.baseline and report.summary.positions == result.tokens
+    with pytest.raises(UsageError, match="is not a replay"):
+        detllm.replay_report(result.path, fp32_run)
+    with pytest.raises(UsageError, match="^detllm.replay: Unexpected keyword argument 'colour'$"):
+        detllm.replay(fp32_run, "tiny-llama", out=tmp_path / "x.jsonl", colour="red")
