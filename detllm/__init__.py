@@ -32,6 +32,7 @@ from .trace import (
     Header,
     Logprobs,
     Placement,
+    Replay,
     Row,
     Software,
 )
@@ -54,7 +55,9 @@ if TYPE_CHECKING:
     from .capture.backend import Prompt
     from .capture.check import CheckResult, Progress
     from .capture.env import EnvSnapshot
+    from .capture.replay import ReplayResult
     from .capture.runner import RunResult
+    from .report._replay_model import ReplayDocument
 
 
 def run(
@@ -132,6 +135,45 @@ def check(
     )
 
 
+def replay(
+    trace: str | os.PathLike[str],
+    model: str,
+    *,
+    out: str | os.PathLike[str],
+    top_k: int | None = None,
+    **settings: Any,
+) -> ReplayResult:
+    """Replay ``trace``'s tokens under ``model`` and ``settings`` (teacher forcing; see
+    ``docs/replay.md``) and write the replay trace to ``out`` (a ``.jsonl``/``.jsonl.gz``
+    file, or a directory to create). ``settings`` are the fields of
+    :class:`~detllm.capture.runner.RunConfig` that make a setup (``backend``, ``dtype``,
+    ``device``, ``batch_size``, ``options``, ``mode`` ...); ``top_k``: alternatives per
+    position (None: the trace's own).
+    """
+    from .capture.replay import replay as run_replay
+    from .capture.runner import RunConfig
+
+    try:
+        config = RunConfig(model=model, **settings)
+    except TypeError as exc:
+        raise UsageError(f"detllm.replay: {exc}") from None
+    return run_replay(trace, config, out=out, top_k=top_k)
+
+
+def replay_report(original: str | os.PathLike[str], replay: str | os.PathLike[str]) -> ReplayDocument:
+    """Compare ``original`` with a replay of it at every position (what ``detllm diff
+    ORIGINAL REPLAY`` reports; kind ``replay`` in ``formats/report-v1.md``).
+
+    Raises :class:`~detllm.errors.UsageError` when ``replay`` is not a replay of ``original``.
+    """
+    from .report._replay import NotAReplay, build_replay_report
+
+    try:
+        return build_replay_report(original, replay)
+    except NotAReplay as error:
+        raise UsageError(error.reason) from None
+
+
 def env(*, redact: Sequence[str] = (), use_torch: bool = True) -> EnvSnapshot:
     """The environment snapshot that ``detllm env`` prints (see ``docs/python_api.md``)."""
     from .capture.env import capture_environment, parse_redactions
@@ -155,6 +197,7 @@ __all__ = [
     "Logprobs",
     "NewerMinorVersionWarning",
     "Placement",
+    "Replay",
     "Row",
     "Software",
     "TraceFormatError",
@@ -168,6 +211,8 @@ __all__ = [
     "env",
     "open_trace",
     "read_header",
+    "replay",
+    "replay_report",
     "run",
     "validate_trace",
     "write_trace",

@@ -34,7 +34,9 @@ def trace_schema() -> dict[str, Any]:
     row["top_logprobs"]["anyOf"][0]["items"]["items"]["prefixItems"][1] = logprob
     row["token_texts"]["anyOf"][0]["propertyNames"] = {"pattern": "^[0-9]+$"}
 
-    components["Footer"]["properties"]["digest"] = {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}
+    digest = {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}
+    components["Footer"]["properties"]["digest"] = digest
+    components["Replay"]["properties"]["source_digest"] = dict(digest)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "detLLM trace, version 1: one line",

@@ -23,10 +23,13 @@ FORMAT = "detllm.trace"
 """Value of the header's ``format`` field."""
 
 VERSION = "1.0"
-"""The version this module writes."""
+"""The version of a trace that uses nothing added after 1.0: what a plain run writes."""
+
+REPLAY_VERSION = "1.1"
+"""The version of a replay trace: 1.1 added ``Header.replay`` and ``Row.ranks``."""
 
 SUPPORTED_MAJOR = 1
-SUPPORTED_MINOR = 0
+SUPPORTED_MINOR = 1
 
 LOGPROB_SEMANTICS = ("raw", "processed", "none")
 """``raw``: log-softmax of the model's logits. ``processed``: after the sampling
@@ -127,6 +130,23 @@ class Environment(msgspec.Struct, kw_only=True):
     variables: dict[str, str] = {}
 
 
+class Replay(msgspec.Struct, kw_only=True):
+    """What a replay trace replays (1.1): the source trace, named by its footer.
+
+    The rows' tokens are the source's, forced: each row's logprobs, top-k and ranks
+    say what this trace's setup computes for the token the source recorded.
+    """
+
+    source_digest: str
+    """The source trace's footer ``digest``."""
+    source_rows: Count
+    """The source trace's footer ``rows``."""
+    source_name: str | None = None
+    """The source trace's file name (no directory), for people; the digest identifies it."""
+    forced: bool = True
+    """The tokens were fed, not chosen (teacher forcing); always true in 1.1."""
+
+
 class Header(_Record, kw_only=True, tag="header"):
     """First line of a trace: everything needed to judge whether two traces compare."""
 
@@ -146,6 +166,7 @@ class Header(_Record, kw_only=True, tag="header"):
     environment: Environment = msgspec.field(default_factory=Environment)
     backend_settings: dict[str, Any] = {}
     labels: dict[str, str] = {}
+    replay: Replay | None = None
 
 
 class Placement(msgspec.Struct, kw_only=True):
@@ -173,6 +194,9 @@ class Row(_Record, kw_only=True, tag="row"):
     token_texts: dict[Int64, str] | None = None
     prompt: str | None = None
     batch: Placement | None = None
+    ranks: list[Positive] | None = None
+    """(1.1, replay traces) ``ranks[i]``: the rank of ``token_ids[i]`` under this setup,
+    1 when greedy decoding would choose it; null when the backend does not say."""
 
 
 class Footer(_Record, kw_only=True, tag="footer"):
@@ -208,13 +232,26 @@ ROW_PREFIX = b'{"record":"row",'
 FOOTER_PREFIX = b'{"record":"footer",'
 
 
+_NULL_REPLAY = b',"replay":null}'
+_NULL_RANKS = b',"ranks":null}'
+
+
 def encode(record: Header | Row | Footer) -> bytes:
     """The canonical encoding of a record, without the newline.
 
     Keys in definition order, no whitespace, every field written, floats in their
-    shortest round-trip form. Equal records give equal bytes.
+    shortest round-trip form. Equal records give equal bytes. The members added in
+    1.1 (``replay``, ``ranks``) are the one exception to "every field written": they
+    are left out when null, so a trace that uses nothing of 1.1 keeps the bytes (and
+    the digest) a 1.0 writer gives it. Being the last fields, they are cut off the end.
     """
-    return _encoder.encode(record)
+    raw = _encoder.encode(record)
+    if type(record) is Row:
+        if record.ranks is None:
+            return raw[: -len(_NULL_RANKS)] + b"}"
+    elif type(record) is Header and record.replay is None:
+        return raw[: -len(_NULL_REPLAY)] + b"}"
+    return raw
 
 
 _VERSION_RE = re.compile(r"^(\d+)\.(\d+)$")
@@ -245,6 +282,15 @@ def header_problems(header: Header) -> Iterator[tuple[str, str]]:
         yield "decoding.top_p", f"must be in (0, 1], got {decoding.top_p!r}"
     if header.logprobs.semantics == "none" and header.logprobs.top_k != 0:
         yield "logprobs.top_k", "must be 0 when logprobs.semantics is 'none'"
+    if header.replay is not None:
+        if not at_least_1_1(header):
+            yield "replay", f"needs trace version 1.1 or later, the header says {header.version!r}"
+        if not _DIGEST_RE.match(header.replay.source_digest):
+            yield "replay.source_digest", f"must be 'sha256:' and 64 lowercase hex digits, got {header.replay.source_digest!r}"
+        if not header.replay.forced:
+            yield "replay.forced", "must be true: a replay feeds the source's tokens"
+        if header.logprobs.semantics != "raw":
+            yield "logprobs.semantics", "must be 'raw' in a replay (forced logprobs are the model's log-softmax)"
     for name, value in (
         ("decoding.extra", decoding.extra),
         ("determinism.applied", header.determinism.applied),
@@ -253,6 +299,15 @@ def header_problems(header: Header) -> Iterator[tuple[str, str]]:
         problem = free_form_problem(value, name)
         if problem is not None:
             yield problem
+
+
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def at_least_1_1(header: Header) -> bool:
+    """Whether the header's version admits the members added in 1.1 (``replay``, ``ranks``)."""
+    version = parse_version(header.version)
+    return version is not None and version >= (1, 1)
 
 
 def free_form_problem(value: Any, path: str) -> tuple[str, str] | None:
@@ -303,6 +358,11 @@ def row_problems(row: Row, header: Header) -> Iterator[tuple[str, str]]:
             yield "top_logprobs", "must be null when the header's logprobs.semantics is 'none'"
     else:
         yield from _logprob_problems(row, header.logprobs.top_k)
+    if row.ranks is not None:
+        if not at_least_1_1(header):
+            yield "ranks", f"needs trace version 1.1 or later, the header says {header.version!r}"
+        elif len(row.ranks) != n:
+            yield "ranks", f"has {len(row.ranks)} entries but token_ids has {n}"
     if row.batch is not None:
         if row.batch.position >= row.batch.size:
             yield "batch.position", f"{row.batch.position} is outside a batch of {row.batch.size}"
@@ -386,7 +446,8 @@ def _step_problems(
 
 
 _ROW_MEMBERS = 10
-"""Members of a canonical row: every field of :class:`Row`, ``record`` included."""
+"""Members of a canonical row without ``ranks``: every 1.0 field of :class:`Row`,
+``record`` included. A canonical row writes ``ranks`` (1.1) only when it is not null."""
 _PLACEMENT_MEMBERS = 3
 
 
@@ -413,8 +474,8 @@ def row_members_unique(raw: bytes, row: Row) -> bool:
 
     A proof by counting, fast enough for every row: outside strings, each member of
     every object holds exactly one ``:``, so the line's colons are its members plus the
-    colons inside its strings. A canonical row has its 10 members, one per token text
-    and 3 in ``batch``; any repeated or unknown member makes the count larger. False
+    colons inside its strings. A canonical row has its 10 members (11 with ``ranks``),
+    one per token text and 3 in ``batch``; any repeated or unknown member makes the count larger. False
     means "not proved" (a non-canonical row, an escaped colon): the caller then asks
     :func:`detllm._json_errors.duplicate_member`, which is exact.
     """
@@ -426,7 +487,12 @@ def row_members_unique(raw: bytes, row: Row) -> bool:
             found += row.prompt.count(":")
         return found + ("".join(texts.values()).count(":") if texts else 0)
 
-    members = _ROW_MEMBERS + len(texts or ()) + (_PLACEMENT_MEMBERS if row.batch is not None else 0)
+    members = (
+        _ROW_MEMBERS
+        + (row.ranks is not None)
+        + len(texts or ())
+        + (_PLACEMENT_MEMBERS if row.batch is not None else 0)
+    )
     if not members_unique(raw, members, colons):
         return False
     # The count assumed the three optional members present: a null one must be seen.

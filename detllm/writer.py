@@ -130,6 +130,7 @@ def canonical_row(row: Row) -> Row:
         token_texts=texts,
         prompt=row.prompt,
         batch=row.batch,
+        ranks=None if row.ranks is None else [int(r) for r in row.ranks],
     )
 
 

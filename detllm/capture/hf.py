@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import CaptureError
 from ..trace import Decoding, Row, Software
-from .backend import BackendDescription, LogprobMode, Prompt, resolve_decoding, row_seed
+from .backend import BackendDescription, ForcedSequence, ForcedStep, LogprobMode, Prompt, resolve_decoding, row_seed
 from .models import artifacts, resolve_model
 from .registry import BackendConfig
 
@@ -32,6 +32,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from None
 
 from ._hf_decode import ForwardStyle, decode
+from ._hf_score import score as score_forced
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 OPTIONS = ("attn_implementation", "eos_token_ids")
@@ -138,6 +139,33 @@ class HFBackend:
                 )
             )
         return rows
+
+    # -- replay (Scorer) -------------------------------------------------------------------
+
+    def score(self, batch: Sequence[ForcedSequence], *, top_k: int) -> list[list[ForcedStep]]:
+        """Teacher forcing: one forward pass over the batch, left-padded (``_hf_score``)."""
+        if not 0 <= top_k <= self.vocab_size:
+            raise CaptureError(f"top logprobs must be between 0 and the vocabulary size ({self.vocab_size}), got {top_k}")
+        for sequence in batch:
+            ids = [*sequence.input_ids, *sequence.forced_ids]
+            if not sequence.input_ids:
+                raise CaptureError(f"replay of {sequence.prompt_id!r}: the input has no tokens")
+            bad = next((t for t in ids if not 0 <= t < self.vocab_size), None)
+            if bad is not None:
+                raise CaptureError(
+                    f"replay of {sequence.prompt_id!r}: token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})"
+                )
+            if self.max_positions and len(ids) > self.max_positions:
+                raise CaptureError(
+                    f"replay of {sequence.prompt_id!r}: {len(ids)} tokens exceed the model's {self.max_positions} positions"
+                )
+        if not batch:
+            return []
+        return score_forced(self.model, self.style, batch, pad_id=self.pad_id, top_k=top_k)
+
+    def token_texts(self, ids: list[int]) -> dict[int, str]:
+        """Token id -> its text, for the ids given (replay fills a row's new alternatives)."""
+        return self._token_texts(ids)
 
     def close(self) -> None:
         self.__dict__.pop("model", None)

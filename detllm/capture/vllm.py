@@ -24,7 +24,7 @@ import msgspec
 
 from ..errors import CaptureError, DeterminismUnavailableError
 from ..trace import Decoding, Row, Software
-from .backend import BackendDescription, LogprobMode, Prompt, resolve_decoding, row_seed
+from .backend import BackendDescription, ForcedSequence, ForcedStep, LogprobMode, Prompt, resolve_decoding, row_seed
 from .env import SECRET, SECRET_WORDS
 from .models import artifacts, resolve_model
 from .registry import BackendConfig
@@ -217,6 +217,39 @@ class VLLMBackend:
             ids = [*row.token_ids, *(token for step in row.top_logprobs or [] for token, _ in step)]
             rows.append(msgspec.structs.replace(row, token_texts=self._token_texts(ids)))
         return rows
+
+    # -- replay (Scorer) -------------------------------------------------------------------
+
+    def score(self, batch: Sequence[ForcedSequence], *, top_k: int) -> list[list[ForcedStep]]:
+        """Teacher forcing: each forced sequence as a token-id prompt with ``prompt_logprobs=top_k``
+        and ``max_tokens=1``, the batch scheduled together. vLLM computes prompt logprobs
+        from the raw logits and skips its prefix cache for such requests (PR 17251)."""
+        if self._closed:
+            raise CaptureError("the vllm backend is closed")
+        if not 0 <= top_k <= min(self.max_logprobs, self._vocab_size):
+            raise CaptureError(
+                f"top logprobs must be between 0 and {min(self.max_logprobs, self._vocab_size)} "
+                f"(the engine's max_logprobs option and the vocabulary size), got {top_k}"
+            )
+        if len(batch) > self.config.max_batch_size:
+            raise CaptureError(
+                f"a batch of {len(batch)} sequences exceeds max_batch_size ({self.config.max_batch_size}), "
+                "the engine's max_num_seqs: vLLM would split it"
+            )
+        if not batch:
+            return []
+        prompts = []
+        for sequence in batch:
+            if not sequence.input_ids:
+                raise CaptureError(f"replay of {sequence.prompt_id!r}: the input has no tokens")
+            prompts.append(self._engine_prompt(Prompt(id=sequence.prompt_id, token_ids=(*sequence.input_ids, *sequence.forced_ids))))
+        params = [SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=top_k, detokenize=False) for _ in batch]
+        outputs = self._run_batch(prompts, params)
+        return [_forced_steps(sequence, output, top_k) for sequence, output in zip(batch, outputs)]
+
+    def token_texts(self, ids: list[int]) -> dict[int, str]:
+        """Token id -> its text, for the ids given (replay fills a row's new alternatives)."""
+        return self._token_texts(ids)
 
     def close(self) -> None:
         """Shut the engine down and wait until its processes have ended."""
@@ -411,6 +444,34 @@ def _row_from_output(prompt: Prompt, output: Any, top_k: int) -> Row:
         finish_reason=reason,
         prompt=prompt.text,
     )
+
+
+def _forced_steps(sequence: ForcedSequence, output: Any, top_k: int) -> list[ForcedStep]:
+    """The forced tokens' logprobs, ranks and top-k, from one ``RequestOutput``'s ``prompt_logprobs``."""
+    positions = output.prompt_logprobs
+    total = len(sequence.input_ids) + len(sequence.forced_ids)
+    if positions is None or len(positions) != total:
+        found = 0 if positions is None else len(positions)
+        raise CaptureError(f"replay of {sequence.prompt_id!r}: vLLM returned prompt logprobs for {found} of {total} positions")
+    steps = []
+    for i, token in enumerate(sequence.forced_ids):
+        entries = positions[len(sequence.input_ids) + i] or {}
+        own = entries.get(token)
+        if own is None or own.rank is None or not math.isfinite(float(own.logprob)):
+            raise CaptureError(f"replay of {sequence.prompt_id!r}: vLLM gave no logprob and rank for forced token {i}")
+        pairs = sorted(
+            ((int(t), float(e.logprob)) for t, e in entries.items() if e.rank is not None and e.rank <= top_k and float(e.logprob) != -math.inf),
+            key=lambda pair: (-pair[1], pair[0]),
+        )[:top_k]
+        steps.append(
+            ForcedStep(
+                logprob=float(own.logprob),
+                rank=int(own.rank),
+                top_ids=tuple(t for t, _ in pairs),
+                top_logprobs=tuple(v for _, v in pairs),
+            )
+        )
+    return steps
 
 
 def _normalise_step(entries: Mapping[int, Any], chosen: int, top_k: int) -> tuple[float, list[tuple[int, float]]]:

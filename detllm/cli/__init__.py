@@ -15,6 +15,7 @@ from ..errors import DetllmError, ExitCode
 COMMANDS: dict[str, str] = {
     "run": "Run a model on prompts and record a trace.",
     "check": "Repeat runs and sweep batch sizes: Tier 1, Tier 2, batch invariance.",
+    "replay": "Replay a trace's tokens under a setup (teacher forcing): logprobs and ranks at every position.",
     "bisect": "Find which differing settings make two runs diverge, by rerunning them one at a time.",
     "pack": "Cut a check directory down to a repro pack of the prompts that diverge.",
     "env": "Print this machine's environment snapshot as JSON.",

@@ -1,4 +1,4 @@
-"""Options shared by ``run`` and ``check``: the model, the prompts, decoding, capture."""
+"""Options shared by ``run``, ``check`` and ``replay``: the model, the prompts, decoding, capture."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from ..errors import UsageError
 DEFAULTS = RunConfig(model="")
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, *, generation: bool = True) -> None:
+    """The model, and (``generation``) the prompts and decoding settings; ``replay`` takes
+    its prompts and tokens from a trace, so it has the model group and ``--seed`` only."""
     model = parser.add_argument_group("model")
     model.add_argument("--model", required=True, help=f"a model directory, a built-in model ({', '.join(BUILTIN_MODELS)}), or a hub id already in the local cache")
     model.add_argument("--tokenizer", help="tokenizer directory or id (default: the model's)")
@@ -36,6 +38,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "vllm: see docs/vllm.md); VALUE is read as JSON when it parses",
     )
 
+    if not generation:
+        model.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seeds the random generators (default: %(default)s)")
+        parser.set_defaults(
+            prompt=[], prompt_file=None, max_new_tokens=DEFAULTS.max_new_tokens, do_sample=False,
+            temperature=DEFAULTS.temperature, top_p=DEFAULTS.top_p, top_k=DEFAULTS.top_k,
+        )  # fmt: skip
+        return
     prompts = parser.add_argument_group("prompts")
     prompts.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable); ids p1, p2, ...")
     prompts.add_argument("--prompt-file", help="text (one prompt per line) or JSON Lines (.jsonl: id, prompt or input_ids)")
@@ -49,9 +58,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     decoding.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seeds the random generators and sampling (default: %(default)s)")
 
 
-def add_recording_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument("--top-logprobs", type=int, default=DEFAULTS.top_logprobs, metavar="K", help="alternatives recorded per step (default: %(default)s)")
-    group.add_argument("--logprobs", default=DEFAULTS.logprobs, choices=["raw", "processed"], help="raw: the model's log-softmax; processed: after temperature, top-k, top-p (default: %(default)s)")
+def add_recording_arguments(group: argparse._ArgumentGroup, *, replay: bool = False) -> None:
+    """``replay``: logprobs are raw (forced), and K defaults to the source trace's."""
+    if replay:
+        group.add_argument("--top-logprobs", type=int, default=None, metavar="K", help="alternatives recorded per position (default: the source trace's, or 5 when it has none)")
+        group.set_defaults(logprobs="raw")
+    else:
+        group.add_argument("--top-logprobs", type=int, default=DEFAULTS.top_logprobs, metavar="K", help="alternatives recorded per step (default: %(default)s)")
+        group.add_argument("--logprobs", default=DEFAULTS.logprobs, choices=["raw", "processed"], help="raw: the model's log-softmax; processed: after temperature, top-k, top-p (default: %(default)s)")
     group.add_argument("--mode", default=DEFAULTS.mode, choices=list(MODES), help="determinism controls: strict refuses to run without all of them (default: %(default)s)")
     group.add_argument("--threads", type=int, help="torch CPU threads (default: leave as is, and record it)")
     group.add_argument("--redact", default="", metavar="WHAT", help=f"facts left out of env.json: {', '.join(REDACTIONS)}, or all")
@@ -75,7 +89,7 @@ def config_from(args: argparse.Namespace, *, batch_size: int, composition: str) 
         top_k=args.top_k,
         batch_size=batch_size,
         composition=composition,
-        top_logprobs=args.top_logprobs,
+        top_logprobs=DEFAULTS.top_logprobs if args.top_logprobs is None else args.top_logprobs,
         logprobs=args.logprobs,
         options=_options(args.backend_option),
         redact=list(parse_redactions(args.redact)),

@@ -1,22 +1,33 @@
 """Compare two traces: where outputs diverge, and what that is consistent with.
 
 LEFT and RIGHT are trace files or run directories holding one trace. Rows are
-paired by prompt id. Exit status: 0 when the traces agree at the chosen tier,
+paired by prompt id. When RIGHT is a replay of LEFT (detllm replay: its header
+names LEFT's footer digest), every position is compared instead: the logprob drift,
+a top-k KL estimate, top-1 agreement and the positions where the recorded token
+would not be chosen greedily under the replay's setup (docs/replay.md). Exit
+status: 0 when the traces agree at the chosen tier (a replay: no token would flip),
 1 when they do not, 2 for unreadable or invalid input and usage errors.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 
+import msgspec
+
+from .._escape import text as escape
 from ..diff import diff_traces
-from ..errors import TraceFormatError
+from ..diff._locate import locate_trace
+from ..errors import NewerMinorVersionWarning, TraceFormatError, UsageError
+from ..reader import read_header
 from ._report_options import add_comparison_arguments, add_output_arguments, as_trouble, emit, options_from
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("left", metavar="LEFT", help="trace file, or run directory holding one trace")
-    parser.add_argument("right", metavar="RIGHT", help="trace file, or run directory holding one trace")
+    parser.add_argument("right", metavar="RIGHT", help="trace file, or run directory holding one trace (or a replay of LEFT)")
     add_comparison_arguments(parser)
     add_output_arguments(parser)
 
@@ -24,8 +35,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     options = options_from(args)
     try:
+        code = _replay_diff(args)
+        if code is not None:
+            return code
         report = diff_traces(args.left, args.right, options)
     except TraceFormatError as error:
         raise as_trouble(error) from None
     emit(report, args)
     return report.exit_code()
+
+
+def _is_replay(path: str, allow_incomplete: bool) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NewerMinorVersionWarning)
+        return read_header(locate_trace(path, allow_incomplete=allow_incomplete)).replay is not None
+
+
+def _replay_diff(args: argparse.Namespace) -> int | None:
+    """The replay comparison when one side is a replay of the other (either order); None for a plain diff."""
+    if _is_replay(args.right, args.allow_incomplete):
+        original, replayed = args.left, args.right
+    elif _is_replay(args.left, args.allow_incomplete):
+        original, replayed = args.right, args.left  # REPLAY ORIGINAL: the headers say which is which
+    else:
+        return None
+    from ..report._render import _atomic
+    from ..report._replay import NotAReplay, build_replay_report
+    from ..report._replay_render import render_replay_markdown, render_replay_text
+
+    try:
+        document = build_replay_report(original, replayed)
+    except NotAReplay as error:
+        print(escape(f"detllm: warning: {error.reason}: comparing them as two runs"), file=sys.stderr)
+        return None
+    if args.html:
+        raise UsageError("--html: a replay comparison has no HTML page yet; use text, --markdown or --json")
+    data = msgspec.json.format(msgspec.json.encode(document), indent=2) + b"\n"
+    text = render_replay_text(document, max_prompts=args.max_prompts)
+    markdown = render_replay_markdown(document, max_prompts=args.max_prompts)
+    if args.out:
+        from pathlib import Path
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, content in (("report.json", data), ("report.txt", text.encode()), ("report.md", markdown.encode())):
+            with _atomic(out / name) as handle:
+                handle.write(content)
+    if not args.quiet:
+        if args.json:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        else:
+            sys.stdout.write(markdown if args.markdown else text)
+    return document.exit_code

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import msgspec
 
 from .._json_errors import DECODE_ERRORS, REPEATED_MEMBER, duplicate_member
-from ..trace import LOGPROB_TOLERANCE, Header, Row, TokenId, encode, members_unique
+from ..trace import LOGPROB_TOLERANCE, Header, Positive, Row, TokenId, at_least_1_1, encode, members_unique
 
 Step = list[tuple[int, float]]
 
@@ -31,6 +31,7 @@ class FastRow(msgspec.Struct):
     finish_reason: str
     token_texts: msgspec.Raw = msgspec.Raw(b"null")
     prompt: str | None = None
+    ranks: list[Positive] | None = None
 
 
 class _PromptIdOnly(msgspec.Struct):
@@ -180,6 +181,11 @@ def _check(row: FastRow, side: str, header: Header) -> None:
         raise RowProblem(
             side, "token_ids", f"has {n} tokens, more than decoding.max_new_tokens ({header.decoding.max_new_tokens})"
         )
+    if row.ranks is not None:
+        if not at_least_1_1(header):
+            raise RowProblem(side, "ranks", f"needs trace version 1.1 or later, the header says {header.version!r}")
+        if len(row.ranks) != n:
+            raise RowProblem(side, "ranks", f"has {len(row.ranks)} entries but token_ids has {n}")
     if header.logprobs.semantics == "none":
         if row.logprobs is not None:
             raise RowProblem(side, "logprobs", "must be null when the header's logprobs.semantics is 'none'")

@@ -16,6 +16,7 @@ from ._aggregate_model import AggregateDocument
 from ._bisect_model import BisectDocument
 from ._check_model import CheckDocument
 from ._first_divergence import FirstDivergenceDocument
+from ._replay_model import ReplayDocument
 
 
 ADDED: frozenset[str] = frozenset({"concurrency", "concurrency_invariant", "concurrency_invariant_logprobs"})
@@ -45,7 +46,7 @@ def _plain(docstring: str) -> str:
 
 def report_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of every document kind of report format 1."""
-    documents = (DiffDocument, AggregateDocument, CheckDocument, FirstDivergenceDocument, BisectDocument)
+    documents = (DiffDocument, AggregateDocument, CheckDocument, FirstDivergenceDocument, BisectDocument, ReplayDocument)
     refs, components = msgspec.json.schema_components(documents)
     _tidy(components)
     return {
@@ -55,7 +56,8 @@ def report_schema() -> dict[str, Any]:
             "A report written by detLLM: a diff of two traces (kind 'diff'), an aggregate of many "
             "traces (kind 'aggregate'), a check of repeated runs, a batch sweep and an engine-setting "
             "sweep (kind 'check'), the first divergences of any of them (kind 'first_divergence'), or "
-            "a bisect of the settings that make two runs diverge (kind 'bisect'). "
+            "a bisect of the settings that make two runs diverge (kind 'bisect'), or a trace against a "
+            "teacher-forced replay of it (kind 'replay'). "
             "formats/report-v1.md is the normative text. Readers ignore fields they do not know."
         ),
         "oneOf": list(refs),

@@ -92,3 +92,19 @@ def test_model_mismatch_pair_has_different_fingerprints():
     assert left.model.fingerprint != right.model.fingerprint
     assert left.tokenizer.fingerprint == right.tokenizer.fingerprint
     assert [r.input_token_ids for r in left_rows] == [r.input_token_ids for r in right_rows]
+
+
+def test_replay_pair_holds_the_same_tokens_and_names_its_source():
+    for name in ("original", "replay"):
+        result = validate_trace(RECORDED / "replay-bf16" / f"{name}.jsonl")
+        assert result.valid, [str(f) for f in result.findings]
+    with open_trace(RECORDED / "replay-bf16" / "original.jsonl") as reader:
+        original, original_rows = reader.header, list(reader)
+        footer = reader.footer
+    with open_trace(RECORDED / "replay-bf16" / "replay.jsonl") as reader:
+        replay, replay_rows = reader.header, list(reader)
+    assert (original.version, replay.version, original.dtype, replay.dtype) == ("1.0", "1.1", "bfloat16", "float32")
+    assert replay.replay is not None and footer is not None and replay.replay.source_digest == footer.digest
+    assert [r.token_ids for r in replay_rows] == [r.token_ids for r in original_rows]
+    assert all(r.ranks is not None and len(r.ranks) == len(r.token_ids) for r in replay_rows)
+    assert any(rank > 1 for r in replay_rows for rank in r.ranks or [])

@@ -27,6 +27,8 @@ def run_commands(tmp_path: Path, prelude: str = "") -> dict[str, object]:
         ["report", str(tmp_path / "out"), "-q"],
         ["report", str(fixtures / "aggregate_batch_sweep" / "runs"), "-q"],
         ["validate", "-q", str(fixtures / "identical" / "left.jsonl")],
+        ["diff", str(ROOT / "fixtures" / "recorded" / "replay-bf16" / "original.jsonl"),
+         str(ROOT / "fixtures" / "recorded" / "replay-bf16" / "replay.jsonl"), "-q", "--out", str(tmp_path / "replay")],
         ["report", str(ROOT / "fixtures" / "recorded" / "check-flip"), "-q"],
         ["pack", str(ROOT / "fixtures" / "recorded" / "check-flip"), "--out", str(tmp_path / "pack"), "-q"],
     ]
@@ -40,7 +42,7 @@ def run_commands(tmp_path: Path, prelude: str = "") -> dict[str, object]:
 
 def test_diff_report_validate_pack_import_nothing_heavy(tmp_path: Path) -> None:
     result = run_commands(tmp_path)
-    assert result["codes"] == [1, 1, 1, 0, 1, 0]
+    assert result["codes"] == [1, 1, 1, 0, 1, 1, 0]
     assert result["detllm"] is True
     assert result["heavy"] == []
 

@@ -266,3 +266,36 @@ def test_options_for_another_backend_are_refused(capsys: pytest.CaptureFixture[s
     assert _one_line(capsys) == "detllm: --base-url applies to --backend openai only"
     assert main(["run", "--model", MODEL, "--backend", "openai"]) == 2
     assert _one_line(capsys) == "detllm: --backend openai needs --base-url (for example http://127.0.0.1:8000)"
+
+
+def test_detllm_replay_through_a_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with FakeServer() as server:
+        assert _run(server.url, tmp_path / "r") == 0
+        out = tmp_path / "replay"
+        assert main(["replay", str(tmp_path / "r"), "--backend", "openai", "--base-url", server.url, "--model", MODEL,
+                     "--concurrency", "2", "--redact", "url", "--out", str(out)]) == 0  # fmt: skip
+    capsys.readouterr()
+    with open_trace(tmp_path / "r" / "trace.jsonl") as trace:
+        rows, footer = list(trace), trace.footer
+    with open_trace(out / "trace.jsonl") as trace:
+        header, replayed = trace.header, list(trace)
+    assert header.replay is not None and footer is not None and header.replay.source_digest == footer.digest
+    assert header.backend_settings["replay"]["method"].startswith("POST /v1/completions")
+    assert server.url not in (out / "trace.jsonl").read_text() + (out / "run_config.json").read_text()
+    assert [r.token_ids for r in replayed] == [r.token_ids for r in rows]
+    assert all(r.ranks == [1] * len(r.token_ids) and r.logprobs == [-0.25] * len(r.token_ids) for r in replayed)
+    assert main(["diff", str(tmp_path / "r"), str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "replay"
+
+
+def test_detllm_replay_refuses_a_server_without_prompt_logprobs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with FakeServer() as server:
+        assert _run(server.url, tmp_path / "r") == 0
+    capsys.readouterr()
+    with FakeServer(refuse_prompt_logprobs=True) as server:
+        code = main(["replay", str(tmp_path / "r"), "--backend", "openai", "--base-url", server.url, "--model", MODEL,
+                     "--out", str(tmp_path / "replay.jsonl")])  # fmt: skip
+    line = _one_line(capsys)
+    assert code == 2
+    assert line.startswith(f"detllm: {server.url}/v1/completions: the server refused prompt_logprobs, so it cannot replay (")
+    assert not (tmp_path / "replay.jsonl").exists()

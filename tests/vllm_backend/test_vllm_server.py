@@ -193,3 +193,24 @@ def test_smollm2_in_bfloat16_depends_on_concurrency(tmp_path: Path) -> None:
         minorities = [m for p in report["concurrency"]["prompts"] for m in p["minorities"]]
         assert any(level > 1 for m in minorities for level in m["levels"])
         assert "not concurrency invariant" in (out / "report.txt").read_text().replace("\n", " ")
+
+
+def test_replay_through_the_server_agrees_with_the_hf_replay(server: str, server_check: Path, model_dir: str, tmp_path: Path) -> None:
+    source = server_check / "traces" / "c1-run0.jsonl"
+    hf, served = tmp_path / "hf.jsonl", tmp_path / "server.jsonl"
+    assert main(["replay", str(source), "--backend", "openai", "--base-url", server, "--model", NAME,
+                 "--concurrency", "4", "--out", str(served)]) == 0  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "detllm", "replay", str(source), "--model", model_dir, "--backend", "hf", "--device", "cpu",
+         "--batch-size", "4", "--out", str(hf)],
+        cwd=ROOT, env=_environment(), capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open_trace(served) as a, open_trace(hf) as b:
+        header, left, right = a.header, list(a), list(b)
+    assert header.replay is not None and header.backend_settings["replay"]["method"].startswith("POST /v1/completions")
+    worst = 0.0
+    for x, y in zip(left, right, strict=True):
+        assert x.token_ids == y.token_ids and x.ranks == y.ranks == [1] * len(x.token_ids)
+        worst = max([worst, *(abs(p - q) for p, q in zip(x.logprobs, y.logprobs))])
+    assert worst < 1e-4  # float32 on both sides, other kernels
