@@ -21,6 +21,7 @@ def trace_schema() -> dict[str, Any]:
     _, components = msgspec.json.schema_components([Header, Row, Footer], ref_template="#/$defs/{name}")
     for definition in components.values():
         definition.pop("description", None)
+    null_last(components)
     header = components["Header"]["properties"]
     header["format"] = {"const": FORMAT}
     header["version"] = {"type": "string", "pattern": rf"^{SUPPORTED_MAJOR}\.[0-9]+$"}
@@ -43,6 +44,23 @@ def trace_schema() -> dict[str, Any]:
         "oneOf": [{"$ref": "#/$defs/Header"}, {"$ref": "#/$defs/Row"}, {"$ref": "#/$defs/Footer"}],
         "$defs": dict(sorted(components.items())),
     }
+
+
+_NULL = {"type": "null"}
+
+
+def null_last(node: Any) -> None:
+    """Put ``null`` last in every ``anyOf``: msgspec 0.18 puts it first for a Struct or None."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            options = item.get("anyOf")
+            if isinstance(options, list) and _NULL in options:
+                options.sort(key=lambda option: option == _NULL)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def main() -> None:
