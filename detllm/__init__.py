@@ -111,8 +111,8 @@ def check(
     batch_sizes: Sequence[int] = (1, 8),
     compositions: Sequence[str] | None = None,
     isolate: bool = False,
-    tier: int = 1,
-    atol: float = 0.0,
+    tier: int = DiffOptions.tier,
+    atol: float = DiffOptions.atol,
     progress: Progress | None = None,
     **settings: Any,
 ) -> CheckResult:

@@ -244,8 +244,8 @@ class ServerCheck:
 
     runs: int = 2
     levels: tuple[int, ...] = (1, 8)
-    tier: int = 1
-    atol: float = 0.0
+    tier: int = DiffOptions.tier
+    atol: float = DiffOptions.atol
     prefix_cache_probe: bool = False
 
 
