@@ -63,6 +63,7 @@ def read_side(directory: str | os.PathLike[str]) -> Side:
     base = Path(directory)
     config = read_run_config(base, RunConfig)
     trace = base / (config.check.traces[0].path if config.check is not None else TRACE_FILE)
+    assert isinstance(config.settings, RunConfig)
     return Side(directory=base, config=config.settings, trace=trace, prompts=config.prompts)
 
 
