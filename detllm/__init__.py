@@ -12,16 +12,21 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import (
+    CaptureError,
+    DeterminismUnavailableError,
     DetllmError,
     ExitCode,
     IncompleteTraceError,
     InputError,
     NewerMinorVersionWarning,
+    PromptFileError,
+    RunDirectoryError,
     TraceFormatError,
     UnsupportedVersionError,
     UsageError,
 )
 from .reader import TraceReader, open_trace, read_header
+from .rundir import Prompt
 from .trace import (
     Artifact,
     Batch,
@@ -52,12 +57,26 @@ from .report import (
 )
 
 if TYPE_CHECKING:
-    from .capture.backend import Prompt
     from .capture.check import CheckResult, Progress
     from .capture.env import EnvSnapshot
+    from .capture.registry import BackendConfig
     from .capture.replay import ReplayResult
-    from .capture.runner import RunResult
+    from .capture.runner import CaptureSession, RunResult
     from .report._replay_model import ReplayDocument
+
+_LAZY = {"BackendConfig": "detllm.capture.registry", "CaptureSession": "detllm.capture.runner"}
+"""Capture names exported without importing capture until they are first used."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'detllm' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def run(
@@ -95,8 +114,8 @@ def check(
     batch_sizes: Sequence[int] = (1, 8),
     compositions: Sequence[str] | None = None,
     isolate: bool = False,
-    tier: int = 1,
-    atol: float = 0.0,
+    tier: int = DiffOptions.tier,
+    atol: float = DiffOptions.atol,
     progress: Progress | None = None,
     **settings: Any,
 ) -> CheckResult:
@@ -182,11 +201,19 @@ def env(*, redact: Sequence[str] = (), use_torch: bool = True) -> EnvSnapshot:
 
 
 __all__ = [
+    "AggregateReport",
     "Artifact",
+    "BackendConfig",
     "Batch",
+    "CaptureError",
+    "CaptureSession",
+    "CheckReport",
     "Decoding",
     "Determinism",
+    "DeterminismUnavailableError",
     "DetllmError",
+    "DiffOptions",
+    "DiffReport",
     "Environment",
     "ExitCode",
     "Finding",
@@ -197,8 +224,11 @@ __all__ = [
     "Logprobs",
     "NewerMinorVersionWarning",
     "Placement",
+    "Prompt",
+    "PromptFileError",
     "Replay",
     "Row",
+    "RunDirectoryError",
     "Software",
     "TraceFormatError",
     "TraceReader",
@@ -207,25 +237,21 @@ __all__ = [
     "UsageError",
     "ValidationResult",
     "__version__",
+    "aggregate_traces",
     "check",
+    "diff_traces",
     "env",
+    "load_report",
     "open_trace",
     "read_header",
     "replay",
     "replay_report",
-    "run",
-    "validate_trace",
-    "write_trace",
-    "DiffOptions",
-    "DiffReport",
-    "diff_traces",
-    "AggregateReport",
-    "CheckReport",
-    "aggregate_traces",
-    "load_report",
     "render_html",
     "render_json",
     "render_markdown",
     "render_text",
+    "run",
+    "validate_trace",
     "write_report_dir",
+    "write_trace",
 ]

@@ -18,10 +18,16 @@ def explain(exc: BaseException, raw: bytes) -> tuple[str, str]:
     """``(field, problem)`` for an exception from :data:`DECODE_ERRORS`; field ``-`` is the whole line."""
     if isinstance(exc, msgspec.ValidationError):
         return explain_validation(str(exc))
+    if isinstance(exc, (msgspec.DecodeError, UnicodeDecodeError)):
+        # Bad UTF-8 is found by our own check, not by msgspec's wording or exception type:
+        # 0.18 raises UnicodeDecodeError, 0.23 a DecodeError, each with its own message.
+        bad_utf8 = _explain_bad_utf8(raw)
+        if bad_utf8 is not None:
+            return "-", bad_utf8
     if isinstance(exc, msgspec.DecodeError):
         return _explain_malformed(raw, str(exc))
     if isinstance(exc, UnicodeDecodeError):
-        return "-", _explain_bad_utf8(raw)
+        return "-", "not valid UTF-8"
     return "-", "nesting is too deep"
 
 
@@ -76,8 +82,6 @@ def _explain_malformed(raw: bytes, message: str) -> tuple[str, str]:
             if found is not None:
                 path, name = found
                 return path or "-", f"{name} is not allowed: a finite number is required"
-    if "Invalid UTF-8" in message:  # newer msgspec reports bad UTF-8 as malformed JSON
-        return "-", _explain_bad_utf8(raw)
     if "truncated" in message:
         return "-", "not valid JSON: the line ends in the middle of a value"
     detail = _BYTE.sub(lambda m: f"at column {int(m.group(1)) + 1}", message.split(": ", 1)[-1])
@@ -87,12 +91,13 @@ def _explain_malformed(raw: bytes, message: str) -> tuple[str, str]:
 _BYTE = re.compile(r"\(byte (\d+)\)")
 
 
-def _explain_bad_utf8(raw: bytes) -> str:
+def _explain_bad_utf8(raw: bytes) -> str | None:
+    """Where ``raw`` stops being UTF-8, or None when it is valid UTF-8."""
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
-    return "not valid UTF-8"
+    return None
 
 
 def _find_non_finite(value: object, path: str) -> tuple[str, str] | None:

@@ -55,6 +55,11 @@ class PromptFileError(_Located, InputError):
     """A prompt file has a line that cannot be used."""
 
 
+class RunDirectoryError(_Located, InputError):
+    """A run, check or pack directory's ``run_config.json`` does not follow its format
+    (``formats/run-directory.md``): the file and the field are named."""
+
+
 class TraceFormatError(_Located, DetllmError):
     """A trace does not follow the trace format."""
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import datetime
 import math
 import re
-from collections.abc import Callable, Iterator
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Iterator, Sequence
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 
@@ -340,8 +340,46 @@ def _valid_created_at(value: str) -> bool:
     return True
 
 
+class RowShape(Protocol):
+    """What :func:`row_shape_problems` reads of a row: a :class:`Row`, or the diff's
+    lighter form of one, whose top-k steps are still undecoded (only counted)."""
+
+    prompt_id: str
+    finish_reason: str
+    token_ids: list[int]
+    logprobs: list[float] | None
+    top_logprobs: Sequence[object] | None
+    ranks: list[int] | None
+
+
 def row_problems(row: Row, header: Header) -> Iterator[tuple[str, str]]:
     """Rules a decoded row must follow beyond its types, as ``(field, problem)``."""
+    yield from row_shape_problems(row, header)
+    top = row.top_logprobs
+    if header.logprobs.semantics != "none" and top is not None and len(top) == len(row.token_ids):
+        logprobs = row.logprobs
+        n = len(row.token_ids)
+        chosen = logprobs if logprobs is not None and len(logprobs) == n else [None] * n
+        if not _steps_are_plainly_valid(row.token_ids, chosen, top, header.logprobs.top_k):
+            for i, step in enumerate(top):
+                problems = list(step_problems(i, step, header.logprobs.top_k, row.token_ids[i], chosen[i]))
+                if problems:  # the first bad step speaks for the row
+                    yield from problems
+                    break
+    if row.batch is not None:
+        if row.batch.position >= row.batch.size:
+            yield "batch.position", f"{row.batch.position} is outside a batch of {row.batch.size}"
+        if row.batch.size > header.batch.size:
+            yield "batch.size", f"{row.batch.size} exceeds the header's batch.size ({header.batch.size})"
+
+
+def row_shape_problems(row: RowShape, header: Header) -> Iterator[tuple[str, str]]:
+    """The row rules that need no top-k step decoded, as ``(field, problem)``.
+
+    :func:`row_problems` adds each step's rules (:func:`step_problems`) and the batch
+    placement; the diff engine checks these on every row it decodes and a step's
+    rules only on the steps it reads.
+    """
     if not row.prompt_id:
         yield "prompt_id", "must not be empty"
     if not row.finish_reason:
@@ -351,27 +389,17 @@ def row_problems(row: Row, header: Header) -> Iterator[tuple[str, str]]:
         yield "token_ids", (
             f"has {n} tokens, more than decoding.max_new_tokens ({header.decoding.max_new_tokens})"
         )
-    if header.logprobs.semantics == "none":
-        if row.logprobs is not None:
-            yield "logprobs", "must be null when the header's logprobs.semantics is 'none'"
-        if row.top_logprobs is not None:
-            yield "top_logprobs", "must be null when the header's logprobs.semantics is 'none'"
-    else:
-        yield from _logprob_problems(row, header.logprobs.top_k)
     if row.ranks is not None:
         if not at_least_1_1(header):
             yield "ranks", f"needs trace version 1.1 or later, the header says {header.version!r}"
         elif len(row.ranks) != n:
             yield "ranks", f"has {len(row.ranks)} entries but token_ids has {n}"
-    if row.batch is not None:
-        if row.batch.position >= row.batch.size:
-            yield "batch.position", f"{row.batch.position} is outside a batch of {row.batch.size}"
-        if row.batch.size > header.batch.size:
-            yield "batch.size", f"{row.batch.size} exceeds the header's batch.size ({header.batch.size})"
-
-
-def _logprob_problems(row: Row, top_k: int) -> Iterator[tuple[str, str]]:
-    n = len(row.token_ids)
+    if header.logprobs.semantics == "none":
+        if row.logprobs is not None:
+            yield "logprobs", "must be null when the header's logprobs.semantics is 'none'"
+        if row.top_logprobs is not None:
+            yield "top_logprobs", "must be null when the header's logprobs.semantics is 'none'"
+        return
     logprobs = row.logprobs
     if logprobs is None:
         yield "logprobs", "is null but the header's logprobs.semantics says they were recorded"
@@ -383,18 +411,8 @@ def _logprob_problems(row: Row, top_k: int) -> Iterator[tuple[str, str]]:
     top = row.top_logprobs
     if top is None:
         yield "top_logprobs", "is null but the header's logprobs.semantics says they were recorded"
-        return
-    if len(top) != n:
+    elif len(top) != n:
         yield "top_logprobs", f"has {len(top)} steps but token_ids has {n}"
-        return
-    chosen = logprobs if logprobs is not None and len(logprobs) == n else [None] * n
-    if _steps_are_plainly_valid(row.token_ids, chosen, top, top_k):
-        return
-    for i, step in enumerate(top):
-        problems = list(_step_problems(i, step, top_k, row.token_ids[i], chosen[i]))
-        if problems:  # the first bad step speaks for the row
-            yield from problems
-            return
 
 
 def _steps_are_plainly_valid(
@@ -418,9 +436,10 @@ def _steps_are_plainly_valid(
     return True
 
 
-def _step_problems(
+def step_problems(
     i: int, step: list[tuple[int, float]], top_k: int, token_chosen: int, chosen: float | None
 ) -> Iterator[tuple[str, str]]:
+    """The rules of step ``i``'s top-k list: the first broken one, as ``(field, problem)``."""
     if len(step) > top_k:
         yield f"top_logprobs[{i}]", f"has {len(step)} entries, more than logprobs.top_k ({top_k})"
         return

@@ -17,6 +17,7 @@ from detllm import (
     read_header,
     write_trace,
 )
+from detllm._json_errors import explain
 from detllm.trace import encode
 from detllm.writer import PARTIAL_SUFFIX
 
@@ -199,3 +200,18 @@ def test_overlong_line_is_refused_without_reading_it_whole(tmp_path: Path) -> No
     with open_trace(path, max_line_bytes=1500) as reader, pytest.raises(TraceFormatError) as info:
         list(reader)
     assert str(info.value) == f"{path}:2: -: line is longer than 1500 bytes"
+
+
+BAD_UTF8 = b'{"record": "row", "prompt_id": "caf\xc3"}'
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        msgspec.DecodeError("Invalid UTF-8 (byte 35)"),  # msgspec 0.23
+        msgspec.DecodeError("JSON is malformed: invalid character (byte 35)"),  # another wording
+        UnicodeDecodeError("utf-8", BAD_UTF8, 35, 36, "invalid continuation byte"),  # msgspec 0.18
+    ],
+)
+def test_bad_utf8_is_worded_by_detllm_whatever_msgspec_raised(exc: Exception) -> None:
+    assert explain(exc, BAD_UTF8) == ("-", "not valid UTF-8 (byte 0xc3 at column 36)")

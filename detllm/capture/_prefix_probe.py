@@ -19,7 +19,8 @@ import msgspec
 from ..errors import CaptureError, DetllmError
 from ..report._sweep_model import PrefixCounters
 from .prompts import load_prompt_file
-from .runner import DETERMINISM_FILE, CaptureSession, RunConfig, _write, _write_json
+from ..rundir import DETERMINISM_FILE
+from .runner import CaptureSession, RunConfig, _write, _write_json
 
 
 def probe(scratch: Path, cold: Path, warm: Path) -> PrefixCounters:

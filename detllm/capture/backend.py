@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ..errors import CaptureError
+from ..rundir import Prompt as Prompt  # the record lives with the run directory format
 from ..trace import Artifact, Decoding, Row, Software
 
 LogprobMode = Literal["raw", "processed"]
@@ -20,15 +21,6 @@ def row_seed(seed: int, prompt_id: str) -> int:
     neighbours in the batch."""
     digest = hashlib.sha256(f"{seed}\0{prompt_id}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One input: an id unique within a run, and its text or its token ids."""
-
-    id: str
-    text: str | None = None
-    token_ids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from ..diff import DiffOptions, diff_traces
 from ..diff._model import TIER1_FAILURES, Producer
 from ..diff._numbers import count
 from ..diff._report import REPORT_FORMAT, REPORT_VERSION, ReportOptions
-from ..errors import DetllmError, ExitCode, InputError, TraceFormatError, UsageError
+from ..errors import DetllmError, ExitCode, UsageError
 from ..report._bisect_model import (
     BisectBudget,
     BisectDocument,
@@ -37,10 +37,10 @@ from ..report._bisect_model import (
     BisectVerdict,
     SettingDifference,
 )
-from ..report._check import TRACES_DIR, PlannedRun, read_plan
+from ..rundir import TRACE_FILE, TRACES_DIR, PlannedRun, read_run_config
 from .backend import Prompt
 from .._claim import DirectoryClaim
-from .runner import RUN_CONFIG_FILE, TRACE_FILE, RunConfig
+from .runner import RunConfig
 
 Progress = Callable[[str], None]
 
@@ -61,31 +61,10 @@ class Side:
 def read_side(directory: str | os.PathLike[str]) -> Side:
     """A run directory (its trace) or a check directory (its run 0)."""
     base = Path(directory)
-    path = base / RUN_CONFIG_FILE
-    try:
-        document: Any = orjson.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file (give a run or check directory)") from None
-    except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror or exc}") from None
-    except orjson.JSONDecodeError as exc:
-        raise TraceFormatError(str(path), exc.lineno, "-", f"not valid JSON ({exc.msg})") from None
-    if not isinstance(document, dict) or document.get("format") != "detllm.run_config":
-        raise InputError(f"{path}: not a detLLM run_config.json")
-    try:
-        config = msgspec.convert(document.get("config"), RunConfig)
-        prompts = [
-            Prompt(id=str(p["id"]), text=p.get("prompt"), token_ids=tuple(p["input_ids"]) if "input_ids" in p else None)
-            for p in document.get("prompts") or []
-        ]
-    except (msgspec.ValidationError, KeyError, TypeError) as exc:
-        raise TraceFormatError(str(path), 1, "config", str(exc)) from None
-    if "check" in document:
-        _, plan = read_plan(base)
-        trace = base / plan.traces[0].path
-    else:
-        trace = base / TRACE_FILE
-    return Side(directory=base, config=config, trace=trace, prompts=prompts)
+    config = read_run_config(base, RunConfig)
+    trace = base / (config.check.traces[0].path if config.check is not None else TRACE_FILE)
+    assert isinstance(config.settings, RunConfig)
+    return Side(directory=base, config=config.settings, trace=trace, prompts=config.prompts)
 
 
 def _flat(config: RunConfig) -> dict[str, Any]:

@@ -26,7 +26,19 @@ from .._claim import CLAIM_FILE, DirectoryClaim
 from ..diff import DiffOptions
 from ..errors import CaptureError, UsageError
 from ..report import CheckPrompt, CheckReport, build_check_report, write_report_dir
-from ..report._check import ISOLATED_DIR, TRACES_DIR, CheckPlan, PlannedRun, plan_runs, read_determinism
+from ..report._check import read_determinism
+from ..rundir import (
+    DETERMINISM_FILE,
+    ENV_FILE,
+    ISOLATED_DIR,
+    RUN_CONFIG_FILE,
+    TRACES_DIR,
+    TRACE_FILE,
+    CheckPlan,
+    PlannedRun,
+    plan_runs,
+    run_config_document,
+)
 from ..report._check_model import CheckSettings
 from .backend import Prompt
 from .determinism import DeterminismReport
@@ -35,17 +47,12 @@ from .prompts import prompt_lines
 from .registry import BackendConfig
 from .sweep import Variant, plan_sweep, run_sweep
 from .runner import (
-    DETERMINISM_FILE,
-    ENV_FILE,
-    RUN_CONFIG_FILE,
-    TRACE_FILE,
     CaptureSession,
     RunConfig,
     _check_prompts,
     _write,
     _write_json,
     make_batches,
-    run_config_document,
 )
 
 Progress = Callable[[int, int, str, str], None]
@@ -162,8 +169,8 @@ def check(
     batch_sizes: Sequence[int] = (1, 8),
     compositions: Sequence[str] | None = None,
     isolate: bool = False,
-    tier: int = 1,
-    atol: float = 0.0,
+    tier: int = DiffOptions.tier,
+    atol: float = DiffOptions.atol,
     out: str | os.PathLike[str] | None = None,
     argv: Sequence[str] | None = None,
     progress: Progress | None = None,

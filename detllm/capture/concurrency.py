@@ -29,24 +29,29 @@ from .._claim import CLAIM_FILE, DirectoryClaim
 from ..diff import DiffOptions, diff_traces
 from ..errors import CaptureError, UsageError
 from ..report import build_check_report, write_report_dir
-from ..report._check import TRACES_DIR, CheckPlan, PlannedRun, read_determinism
+from ..report._check import read_determinism
+from ..rundir import (
+    DETERMINISM_FILE,
+    ENV_FILE,
+    RUN_CONFIG_FILE,
+    TRACES_DIR,
+    TRACE_FILE,
+    CheckPlan,
+    PlannedRun,
+    run_config_document,
+)
 from ..report._check_model import CheckSettings
 from ..trace import Batch, Decoding, Row
 from ..writer import TraceWriter, canonical_row
 from .backend import Prompt
 from .openai import REDACTED, OpenAIBackend, run_pool
 from .runner import (
-    DETERMINISM_FILE,
-    ENV_FILE,
-    RUN_CONFIG_FILE,
-    TRACE_FILE,
     CaptureSession,
     RunConfig,
     RunResult,
     _check_prompts,
     _write,
     _write_json,
-    run_config_document,
 )
 
 PREFIX_CACHE_FILE = "prefix_cache.json"
@@ -239,8 +244,8 @@ class ServerCheck:
 
     runs: int = 2
     levels: tuple[int, ...] = (1, 8)
-    tier: int = 1
-    atol: float = 0.0
+    tier: int = DiffOptions.tier
+    atol: float = DiffOptions.atol
     prefix_cache_probe: bool = False
 
 

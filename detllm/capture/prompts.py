@@ -21,6 +21,7 @@ import msgspec
 from .._io import open_regular
 from .._json_errors import DECODE_ERRORS, REPEATED_MEMBER, duplicate_member, explain
 from ..errors import InputError, PromptFileError
+from ..rundir import prompt_lines as prompt_lines  # writing a prompt file: the directory format's
 from .backend import Prompt
 
 DEFAULT_PROMPTS: tuple[str, ...] = (
@@ -43,19 +44,6 @@ FIELDS = ("id", "prompt", "input_ids")
 def prompts_from_texts(texts: Iterable[str]) -> list[Prompt]:
     """Texts -> prompts with ids ``p1``, ``p2``, ..."""
     return [Prompt(id=f"p{n}", text=text) for n, text in enumerate(texts, 1)]
-
-
-def prompt_lines(prompts: Iterable[Prompt]) -> bytes:
-    """Prompts as a JSON Lines prompt file: ``id`` and ``prompt`` or ``input_ids``."""
-    lines = []
-    for p in prompts:
-        record: dict[str, object] = {"id": p.id}
-        if p.text is not None:
-            record["prompt"] = p.text
-        else:
-            record["input_ids"] = list(p.token_ids or ())
-        lines.append(msgspec.json.encode(record) + b"\n")
-    return b"".join(lines)
 
 
 def load_prompt_file(path: str | os.PathLike[str]) -> list[Prompt]:

@@ -11,14 +11,12 @@ to a run directory.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import random
 from contextlib import AbstractContextManager, nullcontext
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -27,19 +25,20 @@ from .._version import __version__
 from ..errors import UsageError
 from ..trace import Batch, Decoding, Header, Logprobs, Placement, Row, Software, row_problems
 from ..writer import TraceWriter, canonical_row
-from .backend import Backend, Prompt
+from ..rundir import (
+    DETERMINISM_FILE,
+    ENV_FILE,
+    RUN_CONFIG_FILE,
+    TRACE_FILE,
+    Prompt,
+    RunSettings,
+    run_config_document,
+)
+from .backend import Backend
 from .determinism import DeterminismControls, DeterminismReport
 from .env import EnvSnapshot, capture_environment
 from .prompts import DEFAULT_PROMPTS, prompts_from_texts
 from .registry import STARTUP_LOGPROBS, BackendConfig, load_backend
-
-RUN_CONFIG_FORMAT = "detllm.run_config"
-RUN_CONFIG_VERSION = "1.0"
-
-ENV_FILE = "env.json"
-RUN_CONFIG_FILE = "run_config.json"
-DETERMINISM_FILE = "determinism_applied.json"
-TRACE_FILE = "trace.jsonl"
 
 COMPOSITIONS = ("in-order", "reversed", "shuffled:SEED")
 """How prompts are grouped into batches: consecutive prompts (``in-order``), from the
@@ -47,29 +46,9 @@ last prompt to the first (``reversed``), or in an order shuffled with a seed
 (``shuffled:7``). Rows are written in prompt order whatever the composition."""
 
 
-class RunConfig(msgspec.Struct, kw_only=True, frozen=True):
-    """Everything ``detllm run`` was asked to do; written to ``run_config.json``."""
-
-    model: str
-    backend: str = "hf"
-    tokenizer: str | None = None
-    revision: str | None = None
-    dtype: str = "float32"
-    device: str = "auto"
-    mode: str = "best-effort"
-    seed: int = 0
-    threads: int | None = None
-    max_new_tokens: int = 32
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    batch_size: int = 1
-    composition: str = "in-order"
-    top_logprobs: int = 5
-    logprobs: str = "raw"
-    options: dict[str, Any] = {}
-    redact: list[str] = []
+class RunConfig(RunSettings, kw_only=True, frozen=True):
+    """Everything ``detllm run`` was asked to do (the fields of :class:`~detllm.rundir.RunSettings`,
+    written to ``run_config.json``), and how to load a backend for it."""
 
     def backend_config(self, max_batch_size: int | None = None) -> BackendConfig:
         options = dict(self.options)
@@ -88,52 +67,6 @@ class RunConfig(msgspec.Struct, kw_only=True, frozen=True):
             max_batch_size=self.batch_size if max_batch_size is None else max_batch_size,
             options=options,
         )
-
-    def arguments(self) -> list[str]:
-        """Command-line arguments that ask ``detllm run`` (or ``check``) for these settings.
-
-        Settings at their defaults are left out, except the few a reader of the
-        command wants to see; ``batch_size`` and ``composition`` are left to the caller.
-        """
-        defaults = RunConfig(model=self.model)
-        args = ["--model", self.model, "--backend", self.backend, "--dtype", self.dtype, "--device", self.device,
-                "--max-new-tokens", str(self.max_new_tokens), "--mode", self.mode]
-        for flag, name in (("--tokenizer", "tokenizer"), ("--revision", "revision"), ("--threads", "threads")):
-            if getattr(self, name) is not None:
-                args += [flag, str(getattr(self, name))]
-        if self.seed != defaults.seed:
-            args += ["--seed", str(self.seed)]
-        if self.do_sample:
-            args.append("--do-sample")
-        for flag, name in (("--temperature", "temperature"), ("--top-p", "top_p"), ("--top-k", "top_k"),
-                           ("--top-logprobs", "top_logprobs"), ("--logprobs", "logprobs")):
-            if getattr(self, name) != getattr(defaults, name):
-                args += [flag, str(getattr(self, name))]
-        for key, value in self.options.items():
-            args += ["--backend-option", f"{key}={_option_text(value)}"]
-        if self.redact:
-            args += ["--redact", ",".join(self.redact)]
-        return args
-
-    def decoding(self) -> Decoding:
-        return Decoding(
-            do_sample=self.do_sample,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            max_new_tokens=self.max_new_tokens,
-            seed=self.seed,
-        )
-
-
-def _option_text(value: Any) -> str:
-    """A backend option's value as ``--backend-option`` reads it back (JSON when it parses)."""
-    if isinstance(value, str):
-        try:
-            json.loads(value)
-        except ValueError:
-            return value
-    return json.dumps(value)
 
 
 @dataclass(frozen=True)
@@ -367,20 +300,6 @@ def _write(path: Path, data: bytes) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_bytes(data)
     os.replace(partial, path)
-
-
-def run_config_document(config: RunConfig, prompts: Sequence[Prompt], argv: Sequence[str] | None) -> dict[str, Any]:
-    """The content of ``run_config.json``: the settings, the prompts, the command."""
-    return {
-        "format": RUN_CONFIG_FORMAT,
-        "version": RUN_CONFIG_VERSION,
-        "command": list(argv) if argv is not None else None,
-        "config": msgspec.to_builtins(config),
-        "prompts": [
-            {"id": p.id, "prompt": p.text} if p.text is not None else {"id": p.id, "input_ids": list(p.token_ids or ())}
-            for p in prompts
-        ],
-    }
 
 
 def run(

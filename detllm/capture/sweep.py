@@ -30,7 +30,7 @@ import msgspec
 
 from ..errors import CaptureError, DetllmError, UsageError
 from ..reader import open_trace
-from ..report._check import ISOLATED_DIR, TRACES_DIR, PlannedRun
+from ..rundir import ISOLATED_DIR, TRACES_DIR, PlannedRun
 from ..report._sweep_model import (
     SWEEP_FILE,
     SWEEP_MODES,

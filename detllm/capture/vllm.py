@@ -299,10 +299,12 @@ class VLLMBackend:
             raise CaptureError(f"prompt {prompt.id!r} has no text and no token ids")
         return prompt.text
 
-    def _sampling_params(self, prompt: Prompt, decoding: Decoding, top_k: int) -> SamplingParams:
+    def _sampling_params(self, prompt: Prompt, decoding: Decoding, logprobs: int) -> SamplingParams:
+        """``logprobs``: alternatives to return per step (the trace's top-k list), not
+        the sampling ``top_k``, which comes from ``decoding``."""
         common = {
             "max_tokens": decoding.max_new_tokens,
-            "logprobs": top_k,
+            "logprobs": logprobs,
             # Token texts come from the tokenizer, one id at a time: vLLM's incremental
             # detokenisation would only cost time here.
             "detokenize": False,

@@ -16,9 +16,9 @@ HTML_HELP = "print one self-contained HTML page (no scripts, loads nothing); red
 
 def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("comparison")
-    group.add_argument("--tier", type=int, choices=(1, 2), default=1,
+    group.add_argument("--tier", type=int, choices=(1, 2), default=DiffOptions.tier,
                        help="1: fail on token differences only (default); 2: also on logprob differences")
-    group.add_argument("--atol", type=float, default=0.0, metavar="X",
+    group.add_argument("--atol", type=float, default=DiffOptions.atol, metavar="X",
                        help="logprobs within X count as equal at Tier 2 (default 0: bitwise)")
     group.add_argument("--near-tie-factor", type=float, default=DiffOptions.near_tie_factor, metavar="F",
                        help="a flip is a near tie when its gap is at most F x the noise (default %(default)g)")

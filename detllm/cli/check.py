@@ -21,6 +21,7 @@ from .._escape import text as escape
 from ..capture.check import check as run_check
 from ..capture.check import parse_batch_sizes
 from ..capture.runner import COMPOSITIONS
+from ..diff import DiffOptions
 from ._sweep_options import add_sweep_arguments
 from ..report import DEFAULT_MAX_PROMPTS
 from ._capture_options import (
@@ -47,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--out", metavar="DIR", help="check directory to create (default: checks/<UTC time>)")
 
     comparison = parser.add_argument_group("comparison")
-    comparison.add_argument("--tier", type=int, choices=(1, 2), default=1, help="1: judge tokens (default); 2: also logprobs, for repeats and batch sizes alike")
-    comparison.add_argument("--atol", type=float, default=0.0, metavar="X", help="logprobs within X count as equal (default 0: bitwise)")
+    comparison.add_argument("--tier", type=int, choices=(1, 2), default=DiffOptions.tier, help="1: judge tokens (default); 2: also logprobs, for repeats and batch sizes alike")
+    comparison.add_argument("--atol", type=float, default=DiffOptions.atol, metavar="X", help="logprobs within X count as equal (default 0: bitwise)")
 
     output = parser.add_argument_group("output")
     formats = output.add_mutually_exclusive_group()

@@ -19,10 +19,11 @@ from typing import Any
 
 from .._io import open_regular
 from ..diff import DiffOptions, diff_traces
-from ..errors import DetllmError, InputError, TraceFormatError, UsageError
+from ..errors import DetllmError, TraceFormatError, UsageError
 from ..report import aggregate_traces, load_report, rebuild_check_report
 from ..report._aggregate import expand_paths
 from ..report._check import read_plan
+from ..rundir import RUN_CONFIG_FILE, read_run_config
 from ..report._render import recorded_command
 from ._report_options import (
     add_comparison_arguments,
@@ -67,11 +68,10 @@ def _saved(path: Path, args: argparse.Namespace, options: DiffOptions) -> Any:
 
 
 def _is_check_directory(path: Path) -> bool:
-    try:
-        read_plan(path)
-    except (InputError, TraceFormatError):
+    """A directory with a ``run_config.json`` that has a ``check``; a broken one is an error."""
+    if not (path / RUN_CONFIG_FILE).is_file():
         return False
-    return True
+    return read_run_config(path).check is not None
 
 
 def _build(args: argparse.Namespace, options: DiffOptions) -> Any:

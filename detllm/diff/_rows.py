@@ -4,7 +4,9 @@ A row whose bytes differ from its counterpart's is decoded, but its top-k steps
 stay raw JSON until the analysis looks at one, and its token texts stay raw until
 a report needs a few of them.
 
-The checks here are the format's rules that the analysis relies on; a row that
+The checks here are the format's rules that the analysis relies on, as
+:mod:`detllm.trace` defines them (:func:`~detllm.trace.row_shape_problems` on every
+row decoded, :func:`~detllm.trace.step_problems` on each step read); a row that
 breaks one is reported through the reader, which names the first problem exactly.
 """
 
@@ -15,7 +17,7 @@ from collections.abc import Iterable
 import msgspec
 
 from .._json_errors import DECODE_ERRORS, REPEATED_MEMBER, duplicate_member
-from ..trace import LOGPROB_TOLERANCE, Header, Positive, Row, TokenId, at_least_1_1, encode, members_unique
+from ..trace import Header, Positive, Row, TokenId, encode, members_unique, row_shape_problems, step_problems
 
 Step = list[tuple[int, float]]
 
@@ -143,64 +145,13 @@ class SideRow:
             step = _step_decoder.decode(top[index])
         except DECODE_ERRORS as exc:
             raise RowProblem(self.side, field, str(exc)) from None
-        if len(step) > self.top_k:
-            raise RowProblem(self.side, field, f"has {len(step)} entries, more than logprobs.top_k ({self.top_k})")
-        chosen = self.row.token_ids[index]
         assert self.row.logprobs is not None
-        chosen_logprob = self.row.logprobs[index]
-        previous: tuple[int, float] | None = None
-        seen: set[int] = set()
-        for j, (token, value) in enumerate(step):
-            if value > LOGPROB_TOLERANCE:
-                raise RowProblem(self.side, f"{field}[{j}]", f"a logprob must not be positive, got {value!r}")
-            if token in seen:
-                raise RowProblem(self.side, f"{field}[{j}]", f"token {token} is listed twice")
-            seen.add(token)
-            if previous is not None and (value > previous[1] or (value == previous[1] and token < previous[0])):
-                raise RowProblem(
-                    self.side, f"{field}[{j}]", "entries must be sorted by descending logprob, then ascending token id"
-                )
-            if token == chosen and value != chosen_logprob:
-                raise RowProblem(
-                    self.side,
-                    f"{field}[{j}]",
-                    f"the chosen token {token} has logprob {value!r} here but {chosen_logprob!r} in logprobs[{index}]",
-                )
-            previous = (token, value)
+        for problem in step_problems(index, step, self.top_k, self.row.token_ids[index], self.row.logprobs[index]):
+            raise RowProblem(self.side, *problem)
         self._steps[index] = step
         return step
 
 
 def _check(row: FastRow, side: str, header: Header) -> None:
-    if not row.prompt_id:
-        raise RowProblem(side, "prompt_id", "must not be empty")
-    if not row.finish_reason:
-        raise RowProblem(side, "finish_reason", "must not be empty")
-    n = len(row.token_ids)
-    if n > header.decoding.max_new_tokens:
-        raise RowProblem(
-            side, "token_ids", f"has {n} tokens, more than decoding.max_new_tokens ({header.decoding.max_new_tokens})"
-        )
-    if row.ranks is not None:
-        if not at_least_1_1(header):
-            raise RowProblem(side, "ranks", f"needs trace version 1.1 or later, the header says {header.version!r}")
-        if len(row.ranks) != n:
-            raise RowProblem(side, "ranks", f"has {len(row.ranks)} entries but token_ids has {n}")
-    if header.logprobs.semantics == "none":
-        if row.logprobs is not None:
-            raise RowProblem(side, "logprobs", "must be null when the header's logprobs.semantics is 'none'")
-        if row.top_logprobs is not None:
-            raise RowProblem(side, "top_logprobs", "must be null when the header's logprobs.semantics is 'none'")
-        return
-    if row.logprobs is None:
-        raise RowProblem(side, "logprobs", "is null but the header's logprobs.semantics says they were recorded")
-    if len(row.logprobs) != n:
-        raise RowProblem(side, "logprobs", f"has {len(row.logprobs)} entries but token_ids has {n}")
-    if n and max(row.logprobs) > LOGPROB_TOLERANCE:
-        index = next(i for i, v in enumerate(row.logprobs) if v > LOGPROB_TOLERANCE)
-        raise RowProblem(side, f"logprobs[{index}]", f"a logprob must not be positive, got {row.logprobs[index]!r}")
-    if row.top_logprobs is None:
-        raise RowProblem(side, "top_logprobs", "is null but the header's logprobs.semantics says they were recorded")
-    if len(row.top_logprobs) != n:
-        raise RowProblem(side, "top_logprobs", f"has {len(row.top_logprobs)} steps but token_ids has {n}")
-
+    for problem in row_shape_problems(row, header):
+        raise RowProblem(side, *problem)

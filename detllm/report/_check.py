@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import orjson
@@ -22,6 +22,7 @@ from ..diff._model import TIER1_FAILURES
 from ..diff._numbers import count
 from ..errors import InputError, TraceFormatError, UsageError
 from ..reader import open_trace
+from ..rundir import DETERMINISM_FILE, ISOLATED_DIR, CheckPlan, PlannedRun, read_run_config
 from ..writer import PARTIAL_SUFFIX
 from ._aggregate import aggregate_traces
 from ._concurrency_check import with_concurrency
@@ -38,80 +39,12 @@ from ._check_model import (
     CheckVerdict,
 )
 
-RUN_CONFIG_FILE = "run_config.json"
-DETERMINISM_FILE = "determinism_applied.json"
-TRACES_DIR = "traces"
-ISOLATED_DIR = "isolated"
-"""Where each isolated repeat's own run directory goes (its trace moves to ``traces/``)."""
-
-
-class PlannedRun(msgspec.Struct, frozen=True, kw_only=True):
-    """One trace a check records, as ``run_config.json`` lists it."""
-
-    name: str
-    path: str
-    """Relative to the check directory."""
-    role: Literal["repeat", "sweep", "concurrency"]
-    batch_size: int
-    composition: str
-    repeat: int | None = None
-    isolated: bool = False
-    concurrency: int | None = None
-    """Requests in flight (a server check's runs); None for a model run in process."""
-
-
-class CheckPlan(msgspec.Struct, frozen=True, kw_only=True):
-    """The ``check`` member of a check's ``run_config.json``."""
-
-    runs: int
-    batch_sizes: list[int]
-    compositions: list[str]
-    isolate: bool = False
-    tier: Literal[1, 2] = 1
-    atol: float = 0.0
-    traces: list[PlannedRun]
-    concurrency: list[int] | None = None
-    """A server check's levels (requests in flight); the first is the repeats'."""
-
-
-def trace_name(batch_size: int, composition: str, repeat: int | None = None) -> str:
-    """``bs1-run0``, ``bs8-in-order``, ``bs8-reversed``, ``bs8-shuffled-3``."""
-    if repeat is not None:
-        return f"bs{batch_size}-run{repeat}"
-    return f"bs{batch_size}-{composition.replace(':', '-')}"
-
-
-def plan_runs(runs: int, batch_sizes: Sequence[int], compositions: Sequence[str], isolate: bool = False) -> list[PlannedRun]:
-    """The traces of a check, in the order they are recorded: the repeats at the first
-    batch size, then each batch size's in-order run and its other compositions."""
-    planned = []
-    first = batch_sizes[0]
-    for repeat in range(runs):
-        name = trace_name(first, "in-order", repeat)
-        planned.append(PlannedRun(name=name, path=f"{TRACES_DIR}/{name}.jsonl", role="repeat", batch_size=first,
-                                  composition="in-order", repeat=repeat, isolated=isolate))
-    for size in batch_sizes:
-        wanted = ([] if size == first else ["in-order"]) + (list(compositions) if size > 1 else [])
-        for composition in wanted:
-            name = trace_name(size, composition)
-            planned.append(PlannedRun(name=name, path=f"{TRACES_DIR}/{name}.jsonl", role="sweep", batch_size=size,
-                                      composition=composition))
-    return planned
-
-
 def read_plan(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], CheckPlan]:
     """A check directory's ``run_config.json`` and its ``check`` member."""
-    path = Path(directory) / RUN_CONFIG_FILE
-    document = _read_json(path)
-    if not isinstance(document, dict) or document.get("format") != "detllm.run_config":
-        raise InputError(f"{path}: not a detLLM run_config.json")
-    if "check" not in document:
+    config = read_run_config(directory)
+    if config.check is None:
         raise InputError(f"{Path(directory)}: a run directory, not a check directory (run_config.json has no check)")
-    try:
-        plan = msgspec.convert(document["check"], CheckPlan)
-    except msgspec.ValidationError as exc:
-        raise TraceFormatError(str(path), 1, "check", str(exc)) from None
-    return document, plan
+    return config.document, config.check
 
 
 def _read_json(path: Path) -> Any:

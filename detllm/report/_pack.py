@@ -22,19 +22,27 @@ import orjson
 
 from .._escape import code, code_block, markdown
 from .._claim import DirectoryClaim
-from ..capture.backend import Prompt
-from ..capture.prompts import prompt_lines
-from ..capture.runner import ENV_FILE, RUN_CONFIG_FILE, TRACE_FILE, RunConfig
 from ..diff._model import TIER1_FAILURES
 from ..errors import InputError, UsageError
 from ..reader import open_trace
+from ..rundir import (
+    DETERMINISM_FILE,
+    ENV_FILE,
+    ISOLATED_DIR,
+    PROMPT_FILE,
+    RUN_CONFIG_FILE,
+    TRACE_FILE,
+    TRACES_DIR,
+    RunConfigFile,
+    prompt_lines,
+    read_run_config,
+)
 from ..writer import PARTIAL_SUFFIX, TraceWriter
-from ._check import DETERMINISM_FILE, ISOLATED_DIR, TRACES_DIR, read_plan, rebuild_check_report, recorded_runs
+from ._check import rebuild_check_report, recorded_runs
 from ._check_model import CheckReport
 from ._load import load_report
 from ._render import write_report_dir
 
-PROMPT_FILE = "prompts.jsonl"
 README = "README.md"
 
 
@@ -89,10 +97,11 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
     config_path = base / RUN_CONFIG_FILE
     if not config_path.is_file():
         raise InputError(f"{base}: no {RUN_CONFIG_FILE}: not a detLLM check or run directory")
-    document = _read(config_path)
-    if "check" not in document:
-        return _pack_run(base, Path(out), document, all_prompts)
-    _, plan = read_plan(base)
+    config = read_run_config(base)
+    document = config.document
+    if config.check is None:
+        return _pack_run(base, Path(out), config, all_prompts)
+    plan = config.check
     saved = base / "report.json"
     report = load_report(saved) if saved.is_file() else rebuild_check_report(base, allow_incomplete=allow_incomplete)
     runs, incomplete = recorded_runs(base, plan.traces, allow_incomplete)
@@ -101,7 +110,7 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
     tier = report.options.tier if tier is None else tier
     if tier not in (1, 2):
         raise UsageError(f"tier must be 1 or 2, got {tier!r}")
-    all_ids = [p["id"] for p in document.get("prompts", [])]
+    all_ids = [p.id for p in config.prompts]
     keep = all_ids if all_prompts else diverging_prompts(report, tier)
     if not keep:
         what = "tokens" if tier == 1 else "tokens or logprobs"
@@ -127,9 +136,8 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
         for name in (DETERMINISM_FILE, ENV_FILE):
             if (isolated.parent / name).is_file():
                 shutil.copyfile(isolated.parent / name, target / name)
-    prompts = [p for p in document.get("prompts", []) if p["id"] in wanted]
     packed = dict(document)
-    packed["prompts"] = prompts
+    packed["prompts"] = [p for p in document.get("prompts", []) if p["id"] in wanted]
     packed["pack"] = {"source": str(base), "prompts": len(all_ids), "kept": keep, "tier": tier}
     if incomplete:
         packed["check"] = dict(packed["check"], traces=[
@@ -137,12 +145,11 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
         ])
         packed["pack"]["incomplete"] = incomplete[0]
     _write(directory / RUN_CONFIG_FILE, orjson.dumps(packed, option=orjson.OPT_INDENT_2) + b"\n")
-    _write(directory / PROMPT_FILE, prompt_lines(_prompts(prompts)))
+    _write(directory / PROMPT_FILE, prompt_lines(p for p in config.prompts if p.id in wanted))
     options = report.options.replace(tier=tier)
     packed_report = rebuild_check_report(directory, options)
-    config = msgspec.convert(document["config"], RunConfig)
     command = [
-        "detllm", "check", *config.arguments(),
+        "detllm", "check", *config.settings.arguments(),
         "--runs", str(plan.runs), "--batch-size", ",".join(map(str, plan.batch_sizes)),
         "--compositions", ",".join(plan.compositions) if plan.compositions else "",
         *(["--isolate"] if plan.isolate else []),
@@ -156,7 +163,7 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
         at = command.index("--batch-size")
         command[at : at + 2] = ["--concurrency", ",".join(map(str, plan.concurrency))]
     write_report_dir(packed_report, directory, command=command)
-    readme = _check_readme(base, packed_report, plan, keep, len(all_ids), tier, command)
+    readme = _check_readme(base, packed_report, plan, keep, len(all_ids), tier, command, config.command)
     if incomplete:
         readme = readme.replace("\n## What was found\n", f"\n{incomplete[0]}\n\n## What was found\n", 1)
     _write(directory / README, readme.encode())
@@ -164,7 +171,7 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
                       incomplete=incomplete[0] if incomplete else None)
 
 
-def _pack_run(base: Path, out: Path, document: dict[str, Any], all_prompts: bool) -> PackResult:
+def _pack_run(base: Path, out: Path, config: RunConfigFile, all_prompts: bool) -> PackResult:
     if not all_prompts:
         raise NothingToPack(
             f"{base}: a run directory holds one trace, so nothing in it can diverge; pack a check "
@@ -174,15 +181,15 @@ def _pack_run(base: Path, out: Path, document: dict[str, Any], all_prompts: bool
     if not trace.is_file():
         raise InputError(f"{base}: no {TRACE_FILE}")
     directory = Path(out)  # claimed by make_pack
-    ids = [p["id"] for p in document.get("prompts", [])]
+    ids = [p.id for p in config.prompts]
     _filter_trace(trace, directory / TRACE_FILE, set(ids))
     for name in (ENV_FILE, DETERMINISM_FILE, RUN_CONFIG_FILE):
         shutil.copyfile(base / name, directory / name)
-    _write(directory / PROMPT_FILE, prompt_lines(_prompts(document.get("prompts", []))))
-    config = msgspec.convert(document["config"], RunConfig)
+    _write(directory / PROMPT_FILE, prompt_lines(config.prompts))
+    settings = config.settings
     command = [
-        "detllm", "run", *config.arguments(), "--batch-size", str(config.batch_size),
-        *(["--composition", config.composition] if config.composition != "in-order" else []),
+        "detllm", "run", *settings.arguments(), "--batch-size", str(settings.batch_size),
+        *(["--composition", settings.composition] if settings.composition != "in-order" else []),
         "--prompt-file", PROMPT_FILE, "--out", "again",
     ]  # fmt: skip
     text = (
@@ -239,23 +246,6 @@ def _filter_trace(source: Path, target: Path, wanted: set[str]) -> None:
                 )
 
 
-def _prompts(records: list[dict[str, Any]]) -> list[Prompt]:
-    return [
-        Prompt(id=r["id"], text=r.get("prompt"), token_ids=tuple(r["input_ids"]) if "input_ids" in r else None)
-        for r in records
-    ]
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        value = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot be read as JSON ({exc})") from None
-    if not isinstance(value, dict) or value.get("format") != "detllm.run_config":
-        raise InputError(f"{path}: not a detLLM run_config.json")
-    return value
-
-
 def _write(path: Path, data: bytes) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_bytes(data)
@@ -263,7 +253,8 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _check_readme(
-    base: Path, report: CheckReport, plan: Any, keep: list[str], total: int, tier: int, command: list[str]
+    base: Path, report: CheckReport, plan: Any, keep: list[str], total: int, tier: int, command: list[str],
+    original: list[str] | None,
 ) -> str:
     comparisons = []
     for c in report.comparisons:
@@ -302,15 +293,9 @@ def _check_readme(
         "Batches are made of these prompts alone: at a batch size above 1 each prompt has other "
         "batch-mates than in the original check, and a divergence that depends on its neighbours may "
         f"not come back. The original check, on all {total} prompts, ran: "
-        f"{code(shlex.join(_original_command(base)))}.",
+        f"{code(shlex.join(original or ['(run from Python)']))}.",
         "",
     ]
     if comparisons:
         lines += ["The divergences in this pack:", "", code_block(comparisons, "sh"), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
-
-
-def _original_command(base: Path) -> list[str]:
-    document = _read(base / RUN_CONFIG_FILE)
-    command = document.get("command")
-    return [str(c) for c in command] if command else ["(run from Python)"]

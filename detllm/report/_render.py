@@ -12,6 +12,8 @@ import msgspec
 import orjson
 
 from ..diff import DiffReport
+from ..errors import DetllmError
+from ..rundir import read_run_config
 from ._first_divergence import first_divergences
 from ._markdown import render_diff_markdown
 from ._text import DEFAULT_MAX_PROMPTS, render_diff_text
@@ -140,13 +142,10 @@ def write_report_dir(
 def recorded_command(directory: Path) -> list[str] | None:
     """The ``command`` a check directory's ``run_config.json`` records, if any."""
     try:
-        document = orjson.loads((directory / "run_config.json").read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+        command = read_run_config(directory).command
+    except DetllmError:
         return None
-    command = document.get("command") if isinstance(document, dict) else None
-    if not isinstance(command, list) or not command:
-        return None
-    return [str(c) for c in command]
+    return command or None
 
 
 class _atomic:

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from .._schema import null_last
 from ..diff._report import DiffDocument
 from ._aggregate_model import AggregateDocument
 from ._bisect_model import BisectDocument
@@ -49,6 +50,7 @@ def report_schema() -> dict[str, Any]:
     documents = (DiffDocument, AggregateDocument, CheckDocument, FirstDivergenceDocument, BisectDocument, ReplayDocument)
     refs, components = msgspec.json.schema_components(documents)
     _tidy(components)
+    null_last(components)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "detLLM report, format version 1",

@@ -30,8 +30,10 @@ pytestmark = pytest.mark.hf
 FAST = ["--device", "cpu", "--max-new-tokens", "8"]
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _needs_torch():
+    # Module scope: pytest sets up autouse fixtures first within a scope, so this skips
+    # before the module-scoped ``flip`` check below tries to load a model.
     pytest.importorskip("torch")
 
 

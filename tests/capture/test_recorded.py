@@ -9,6 +9,7 @@ import pytest
 
 from detllm import open_trace, validate_trace
 from detllm.capture.models import checkout_root
+from detllm.diff import diff_traces
 
 RECORDED = checkout_root() / "fixtures" / "recorded"
 PAIRS = ("flip-batch-size", "drift-batch-size", "repeat-identical", "sampling-seeds", "model-mismatch")
@@ -46,14 +47,20 @@ def test_flip_pair_diverges_at_near_ties_of_the_same_model():
     right, right_rows, _ = read("flip-batch-size", "right")
     assert left.model.fingerprint == right.model.fingerprint
     assert (left.batch.size, right.batch.size) == (1, 8)
+    reported = {r.prompt_id: r for r in diff_traces(*(RECORDED / "flip-batch-size" / f"{s}.jsonl" for s in ("left", "right"))).prompts}
     flips = 0
     for a, b in zip(left_rows, right_rows):
         assert a.input_token_ids == b.input_token_ids
         step = first_divergence(a.token_ids, b.token_ids)
+        divergence = reported[a.prompt_id].divergence
         if step is None:
+            assert divergence is None
             continue
         flips += 1
-        assert a.token_ids[:step] == b.token_ids[:step]
+        # The diff engine finds the same step, and the context it shows is the shared prefix.
+        assert divergence is not None and divergence.index == step
+        assert [t.id for t in divergence.context] == a.token_ids[divergence.context_start : step]
+        assert (divergence.left.token.id, divergence.right.token.id) == (a.token_ids[step], b.token_ids[step])
         low, high = sorted((a.token_ids[step], b.token_ids[step]))
         assert low % 2 == 0 and high == low + 1
         for row in (a, b):

