@@ -25,11 +25,15 @@ from .._claim import DirectoryClaim
 from ..capture.backend import Prompt
 from ..capture.prompts import prompt_lines
 from ..capture.runner import ENV_FILE, RUN_CONFIG_FILE, TRACE_FILE, RunConfig
+from ..diff import DiffOptions, diff_traces
 from ..diff._model import TIER1_FAILURES
-from ..errors import InputError, UsageError
+from ..diff._seen import SeenIds
+from ..errors import InputError, TraceFormatError, UsageError
 from ..reader import open_trace
 from ..writer import PARTIAL_SUFFIX, TraceWriter
-from ._check import DETERMINISM_FILE, ISOLATED_DIR, TRACES_DIR, read_plan, rebuild_check_report, recorded_runs
+from ._check import (
+    DETERMINISM_FILE, ISOLATED_DIR, TRACES_DIR, CheckPlan, read_determinism, rebuild_check_report, recorded_runs,
+)
 from ._check_model import CheckReport
 from ._load import load_report
 from ._render import write_report_dir
@@ -89,33 +93,50 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
     config_path = base / RUN_CONFIG_FILE
     if not config_path.is_file():
         raise InputError(f"{base}: no {RUN_CONFIG_FILE}: not a detLLM check or run directory")
-    document = _read(config_path)
+    document, records = _read(config_path)
     if "check" not in document:
-        return _pack_run(base, Path(out), document, all_prompts)
-    _, plan = read_plan(base)
+        return _pack_run(base, Path(out), document, [_record(r) for r in records], all_prompts)
+    plan = _plan(config_path, document)
     saved = base / "report.json"
-    report = load_report(saved) if saved.is_file() else rebuild_check_report(base, allow_incomplete=allow_incomplete)
+    report = load_report(saved) if saved.is_file() else None
+    if report is None:
+        read_determinism(base)  # a check directory that cannot be judged is refused as before
     runs, incomplete = recorded_runs(base, plan.traces, allow_incomplete)
-    if not isinstance(report, CheckReport):
+    if report is not None and not isinstance(report, CheckReport):
         raise InputError(f"{saved}: not a check report (kind {report.kind!r})")
-    tier = report.options.tier if tier is None else tier
+    source_options = (
+        report.options if report is not None else DiffOptions(tier=plan.tier, atol=plan.atol, allow_incomplete=allow_incomplete)
+    )
+    tier = source_options.tier if tier is None else tier
     if tier not in (1, 2):
         raise UsageError(f"tier must be 1 or 2, got {tier!r}")
-    all_ids = [p["id"] for p in document.get("prompts", [])]
-    keep = all_ids if all_prompts else diverging_prompts(report, tier)
+    if all_prompts:
+        keep = [_record(r)["id"] for r in records]
+    elif report is not None:
+        keep = diverging_prompts(report, tier)
+    else:
+        keep = _diverging_in_traces(base, plan, source_options, tier)
     if not keep:
         what = "tokens" if tier == 1 else "tokens or logprobs"
         raise NothingToPack(
             f"{base}: no prompt diverges from run 0 in its {what} (Tier {tier}); nothing to pack "
             "(--all packs every prompt)"
         )
-    listed = set(all_ids)
+    wanted = set(keep)
+    # One pass over the listed prompts: how many, and the records of those kept.
+    prompts, listed, total = [], set(), 0
+    for raw in records:
+        record = _record(raw)
+        total += 1
+        if record["id"] in wanted:
+            prompts.append(record)
+            listed.add(record["id"])
     unlisted = [k for k in keep if k not in listed]
     if unlisted:
         raise InputError(f"{config_path}: prompt {unlisted[0]!r} of the check's traces is not in its prompts")
+    del records
     directory = out  # claimed by make_pack
     (directory / TRACES_DIR).mkdir()
-    wanted = set(keep)
     for run in runs:
         # A trace that did not finish is packed whole: its complete rows, with a footer.
         _filter_trace(base / run.path, directory / run.path.removesuffix(PARTIAL_SUFFIX), wanted)
@@ -127,10 +148,9 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
         for name in (DETERMINISM_FILE, ENV_FILE):
             if (isolated.parent / name).is_file():
                 shutil.copyfile(isolated.parent / name, target / name)
-    prompts = [p for p in document.get("prompts", []) if p["id"] in wanted]
     packed = dict(document)
     packed["prompts"] = prompts
-    packed["pack"] = {"source": str(base), "prompts": len(all_ids), "kept": keep, "tier": tier}
+    packed["pack"] = {"source": str(base), "prompts": total, "kept": keep, "tier": tier}
     if incomplete:
         packed["check"] = dict(packed["check"], traces=[
             msgspec.to_builtins(msgspec.structs.replace(r, path=r.path.removesuffix(PARTIAL_SUFFIX))) for r in runs
@@ -138,7 +158,7 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
         packed["pack"]["incomplete"] = incomplete[0]
     _write(directory / RUN_CONFIG_FILE, orjson.dumps(packed, option=orjson.OPT_INDENT_2) + b"\n")
     _write(directory / PROMPT_FILE, prompt_lines(_prompts(prompts)))
-    options = report.options.replace(tier=tier)
+    options = source_options.replace(tier=tier)
     packed_report = rebuild_check_report(directory, options)
     config = msgspec.convert(document["config"], RunConfig)
     command = [
@@ -156,15 +176,50 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
         at = command.index("--batch-size")
         command[at : at + 2] = ["--concurrency", ",".join(map(str, plan.concurrency))]
     write_report_dir(packed_report, directory, command=command)
-    readme = _check_readme(base, packed_report, plan, keep, len(all_ids), tier, command)
+    readme = _check_readme(base, document, packed_report, plan, keep, total, tier, command)
     if incomplete:
         readme = readme.replace("\n## What was found\n", f"\n{incomplete[0]}\n\n## What was found\n", 1)
     _write(directory / README, readme.encode())
-    return PackResult(directory=directory, prompts=keep, total=len(all_ids), report=packed_report, command=command,
+    return PackResult(directory=directory, prompts=keep, total=total, report=packed_report, command=command,
                       incomplete=incomplete[0] if incomplete else None)
 
 
-def _pack_run(base: Path, out: Path, document: dict[str, Any], all_prompts: bool) -> PackResult:
+def _plan(path: Path, document: dict[str, Any]) -> CheckPlan:
+    """The ``check`` member of a check directory's ``run_config.json``."""
+    try:
+        return msgspec.convert(document["check"], CheckPlan)
+    except msgspec.ValidationError as exc:
+        raise TraceFormatError(str(path), 1, "check", str(exc)) from None
+
+
+def _diverging_in_traces(base: Path, plan: CheckPlan, options: DiffOptions, tier: int) -> list[str]:
+    """The prompts that differ from run 0 in some run at ``tier``, in the check report's order,
+    read off one comparison at a time: only the diverging prompts are held."""
+    planned, _ = recorded_runs(base, plan.traces, options.allow_incomplete)
+    if len(planned) < 2:
+        raise UsageError("a check needs at least two traces to compare")
+    paths = [base / run.path for run in planned]
+    engine_options = options.replace(tier=1)  # as the check report compares
+    first: dict[str, tuple[int, int]] = {}
+    """Each kept prompt's place: run 0's order, then prompts run 0 lacks as later runs list them."""
+    for number, path in enumerate(paths[1:], start=1):
+        report = diff_traces(paths[0], path, engine_options)
+        for result in report.diverging():
+            if tier == 1 and result.status not in TIER1_FAILURES:
+                continue
+            if result.left_index is not None:
+                place = (0, result.left_index)
+            else:
+                assert result.right_index is not None
+                place = (number, result.right_index)
+            if place < first.get(result.prompt_id, place):
+                first[result.prompt_id] = place
+            else:
+                first.setdefault(result.prompt_id, place)
+    return sorted(first, key=first.__getitem__)
+
+
+def _pack_run(base: Path, out: Path, document: dict[str, Any], records: list[dict[str, Any]], all_prompts: bool) -> PackResult:
     if not all_prompts:
         raise NothingToPack(
             f"{base}: a run directory holds one trace, so nothing in it can diverge; pack a check "
@@ -174,11 +229,11 @@ def _pack_run(base: Path, out: Path, document: dict[str, Any], all_prompts: bool
     if not trace.is_file():
         raise InputError(f"{base}: no {TRACE_FILE}")
     directory = Path(out)  # claimed by make_pack
-    ids = [p["id"] for p in document.get("prompts", [])]
+    ids = [p["id"] for p in records]
     _filter_trace(trace, directory / TRACE_FILE, set(ids))
     for name in (ENV_FILE, DETERMINISM_FILE, RUN_CONFIG_FILE):
         shutil.copyfile(base / name, directory / name)
-    _write(directory / PROMPT_FILE, prompt_lines(_prompts(document.get("prompts", []))))
+    _write(directory / PROMPT_FILE, prompt_lines(_prompts(records)))
     config = msgspec.convert(document["config"], RunConfig)
     command = [
         "detllm", "run", *config.arguments(), "--batch-size", str(config.batch_size),
@@ -220,16 +275,25 @@ def _removed_on_failure(directory: Path, *, created: bool) -> Iterator[None]:
 
 def _filter_trace(source: Path, target: Path, wanted: set[str]) -> None:
     """Copy ``source`` to ``target`` with only the rows of ``wanted`` prompts: every one of
-    them, unless ``source`` is a trace that did not finish (then its complete rows)."""
+    them, unless ``source`` is a trace that did not finish (then its complete rows).
+
+    Every row is decoded and checked as the reader checks it, but only the kept ones are
+    held, one at a time, and written; the prompt ids seen are kept as fingerprints.
+    """
     written: set[str] = set()
+    seen = SeenIds()
     partial = source.name.endswith(PARTIAL_SUFFIX)
     with open_trace(source, allow_incomplete=partial) as reader:
         header = reader.header
         with TraceWriter(target, header) as writer:
-            for row in reader:
+            for line, raw in reader.raw_rows():
+                row = reader.decode_row(line, raw)
+                if not seen.add(row.prompt_id):
+                    raise TraceFormatError(reader.path, line, "prompt_id", f"duplicate prompt id {row.prompt_id!r}")
                 if row.prompt_id in wanted:
                     writer.write(row)
                     written.add(row.prompt_id)
+                del row
             missing = sorted(wanted - written)
             if missing and not partial:
                 raise InputError(
@@ -246,14 +310,43 @@ def _prompts(records: list[dict[str, Any]]) -> list[Prompt]:
     ]
 
 
-def _read(path: Path) -> dict[str, Any]:
+_members = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def _read(path: Path) -> tuple[dict[str, Any], list[Any]]:
+    """``run_config.json`` without its ``prompts``, and the prompts' records still encoded
+    (:func:`_record` decodes one): a million prompts are not a million dicts at once."""
     try:
-        value = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read as JSON ({exc})") from None
+    try:
+        members = _members.decode(data)
+        records: list[Any] = _raw_list.decode(members.pop("prompts")) if "prompts" in members else []
+        document = {key: orjson.loads(memoryview(raw)) for key, raw in members.items()}
+    except (msgspec.DecodeError, orjson.JSONDecodeError):
+        # Not an object of members, or prompts not a list: read it whole, as it always was.
+        document, records = _read_whole(path, data), []
+        records = document.pop("prompts", [])
+    if document.get("format") != "detllm.run_config":
+        raise InputError(f"{path}: not a detLLM run_config.json")
+    return document, records
+
+
+def _read_whole(path: Path, data: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
         raise InputError(f"{path}: cannot be read as JSON ({exc})") from None
     if not isinstance(value, dict) or value.get("format") != "detllm.run_config":
         raise InputError(f"{path}: not a detLLM run_config.json")
     return value
+
+
+def _record(raw: Any) -> Any:
+    """A prompt record of :func:`_read`'s list, decoded."""
+    return orjson.loads(memoryview(raw)) if isinstance(raw, msgspec.Raw) else raw
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -263,7 +356,14 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _check_readme(
-    base: Path, report: CheckReport, plan: Any, keep: list[str], total: int, tier: int, command: list[str]
+    base: Path,
+    document: dict[str, Any],
+    report: CheckReport,
+    plan: Any,
+    keep: list[str],
+    total: int,
+    tier: int,
+    command: list[str],
 ) -> str:
     comparisons = []
     for c in report.comparisons:
@@ -302,7 +402,7 @@ def _check_readme(
         "Batches are made of these prompts alone: at a batch size above 1 each prompt has other "
         "batch-mates than in the original check, and a divergence that depends on its neighbours may "
         f"not come back. The original check, on all {total} prompts, ran: "
-        f"{code(shlex.join(_original_command(base)))}.",
+        f"{code(shlex.join(_original_command(document)))}.",
         "",
     ]
     if comparisons:
@@ -310,7 +410,6 @@ def _check_readme(
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _original_command(base: Path) -> list[str]:
-    document = _read(base / RUN_CONFIG_FILE)
+def _original_command(document: dict[str, Any]) -> list[str]:
     command = document.get("command")
     return [str(c) for c in command] if command else ["(run from Python)"]
