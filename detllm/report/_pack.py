@@ -27,6 +27,7 @@ from ..capture.prompts import prompt_lines
 from ..capture.runner import ENV_FILE, RUN_CONFIG_FILE, TRACE_FILE, RunConfig
 from ..diff import DiffOptions, diff_traces
 from ..diff._model import TIER1_FAILURES
+from ..diff._rows import prompt_id_of
 from ..diff._seen import SeenIds
 from ..errors import InputError, TraceFormatError, UsageError
 from ..reader import open_trace
@@ -273,12 +274,17 @@ def _removed_on_failure(directory: Path, *, created: bool) -> Iterator[None]:
         raise
 
 
+_ID_MEMBER = b'"prompt_id"'
+
+
 def _filter_trace(source: Path, target: Path, wanted: set[str]) -> None:
     """Copy ``source`` to ``target`` with only the rows of ``wanted`` prompts: every one of
     them, unless ``source`` is a trace that did not finish (then its complete rows).
 
-    Every row is decoded and checked as the reader checks it, but only the kept ones are
-    held, one at a time, and written; the prompt ids seen are kept as fingerprints.
+    Rows are read as raw lines and one at a time. A kept row is decoded, checked as the
+    reader checks it, and written; of the others only the prompt id is read (as ``diff``
+    reads rows it finds byte-identical), for the duplicate check, which keeps fingerprints.
+    The footer's digest is checked as the lines pass.
     """
     written: set[str] = set()
     seen = SeenIds()
@@ -287,12 +293,16 @@ def _filter_trace(source: Path, target: Path, wanted: set[str]) -> None:
         header = reader.header
         with TraceWriter(target, header) as writer:
             for line, raw in reader.raw_rows():
-                row = reader.decode_row(line, raw)
-                if not seen.add(row.prompt_id):
-                    raise TraceFormatError(reader.path, line, "prompt_id", f"duplicate prompt id {row.prompt_id!r}")
-                if row.prompt_id in wanted:
-                    writer.write(row)
-                    written.add(row.prompt_id)
+                pid = prompt_id_of(raw)
+                row = None
+                if pid is None or raw.count(_ID_MEMBER) > 1:  # not the canonical layout: read it all
+                    row = reader.decode_row(line, raw)
+                    pid = row.prompt_id
+                if not seen.add(pid):
+                    raise TraceFormatError(reader.path, line, "prompt_id", f"duplicate prompt id {pid!r}")
+                if pid in wanted:
+                    writer.write(row if row is not None else reader.decode_row(line, raw))
+                    written.add(pid)
                 del row
             missing = sorted(wanted - written)
             if missing and not partial:
@@ -314,7 +324,20 @@ _members = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def _read(path: Path) -> tuple[dict[str, Any], list[Any]]:
+class _Records:
+    """The ``prompts`` member of ``run_config.json``, still encoded: split into records
+    only while it is iterated, each record decoded by :func:`_record`."""
+
+    def __init__(self, raw: msgspec.Raw) -> None:
+        self._raw = raw
+        if bytes(memoryview(raw)[:1]) != b"[":  # not a list: the whole document is read as before
+            raise msgspec.DecodeError("prompts is not a list")
+
+    def __iter__(self) -> Iterator[msgspec.Raw]:
+        return iter(_raw_list.decode(self._raw))
+
+
+def _read(path: Path) -> tuple[dict[str, Any], Any]:
     """``run_config.json`` without its ``prompts``, and the prompts' records still encoded
     (:func:`_record` decodes one): a million prompts are not a million dicts at once."""
     try:
@@ -323,7 +346,8 @@ def _read(path: Path) -> tuple[dict[str, Any], list[Any]]:
         raise InputError(f"{path}: cannot be read as JSON ({exc})") from None
     try:
         members = _members.decode(data)
-        records: list[Any] = _raw_list.decode(members.pop("prompts")) if "prompts" in members else []
+        listed = members.pop("prompts", None)
+        records: Any = _Records(listed) if listed is not None else []
         document = {key: orjson.loads(memoryview(raw)) for key, raw in members.items()}
     except (msgspec.DecodeError, orjson.JSONDecodeError):
         # Not an object of members, or prompts not a list: read it whole, as it always was.
