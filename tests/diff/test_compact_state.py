@@ -91,3 +91,16 @@ def test_a_worker_gives_the_same_report_as_one_process(tmp_path: Path, monkeypat
     two = diff_traces(a, b, DiffOptions(workers=2))
     assert one.prompts == two.prompts
     assert one.summary == two.summary and one.summary.statuses["tokens_diverge"] == 600
+
+
+def test_results_past_the_in_memory_budget_read_back_from_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = rows(800, length=3)
+    a = write(tmp_path / "a.jsonl", data)
+    b = write(tmp_path / "b.jsonl", [flip_at(r, 1) if i % 3 == 0 else r for i, r in enumerate(data)])
+    in_memory = diff_traces(a, b)
+    monkeypatch.setattr(_results, "_IN_MEMORY", 4096)
+    monkeypatch.setattr(_results, "_FLUSH", 1000)
+    spilled = diff_traces(a, b)
+    assert spilled.prompts._file._rolled and not in_memory.prompts._file._rolled  # noqa: SLF001
+    assert spilled.to_dict() == in_memory.to_dict()
+    assert [p.prompt_id for p in spilled.diverging()] == [f"p{i}" for i in range(0, 800, 3)]
