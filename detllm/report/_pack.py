@@ -201,8 +201,8 @@ def _diverging_in_traces(base: Path, plan: CheckPlan, options: DiffOptions, tier
         raise UsageError("a check needs at least two traces to compare")
     paths = [base / run.path for run in planned]
     engine_options = options.replace(tier=1)  # as the check report compares
+    # Each kept prompt's place: run 0's order, then the prompts run 0 lacks as later runs list them.
     first: dict[str, tuple[int, int]] = {}
-    """Each kept prompt's place: run 0's order, then prompts run 0 lacks as later runs list them."""
     for number, path in enumerate(paths[1:], start=1):
         report = diff_traces(paths[0], path, engine_options)
         for result in report.diverging():
@@ -303,7 +303,6 @@ def _filter_trace(source: Path, target: Path, wanted: set[str]) -> None:
                 if pid in wanted:
                     writer.write(row if row is not None else reader.decode_row(line, raw))
                     written.add(pid)
-                del row
             missing = sorted(wanted - written)
             if missing and not partial:
                 raise InputError(
