@@ -24,6 +24,7 @@ from ..reader import TraceReader
 from ._parallel import rows_prefix_digest
 from .._json_errors import DECODE_ERRORS
 from ._rows import prompt_id_decoder, prompt_id_of
+from ._seen import SeenIds
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -158,7 +159,7 @@ class Aligner:
         self._spill: IO[bytes] | None = None
         self._spill_end = 0
         self._waiting: dict[str, dict[str, _Waiting]] = {"left": {}, "right": {}}
-        self._matched: set[str] = set()
+        self._matched = SeenIds()
         self._readers = {"left": left, "right": right}
         # Newer minor versions may hold records the raw scan skips: let the reader hash.
         self._own_digest = not (left.minor_is_newer or right.minor_is_newer)
@@ -189,6 +190,7 @@ class Aligner:
         shared = self._shared
         update = self._digests.update
         matched = self._matched
+        add = matched.add
         waiting_left = self._waiting["left"]
         waiting_right = self._waiting["right"]
         position = self._position
@@ -207,9 +209,8 @@ class Aligner:
             if shared and lraw == rraw:
                 update("shared", lraw)
                 pid = self._id("left", lline, lraw)
-                if pid in matched or pid in waiting_left or pid in waiting_right:
-                    self._duplicate("left" if pid in matched or pid in waiting_left else "right", lline, rline, pid)
-                matched.add(pid)
+                if pid in waiting_left or pid in waiting_right or not add(pid):
+                    self._duplicate("left" if pid in waiting_left or pid in matched else "right", lline, rline, pid)
                 yield Same(pid, li, ri)
             else:
                 if shared:
@@ -220,9 +221,8 @@ class Aligner:
                 lpid = self._id("left", lline, lraw)
                 rpid = self._id("right", rline, rraw)
                 if lpid == rpid and lpid not in waiting_left and lpid not in waiting_right:
-                    if lpid in matched:
+                    if not add(lpid):
                         self._duplicate("left", lline, rline, lpid)
-                    matched.add(lpid)
                     if lraw == rraw:
                         yield Same(lpid, li, ri)
                     else:

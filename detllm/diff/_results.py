@@ -1,11 +1,15 @@
 """A sequence of per-prompt results that does not have to fit in memory.
 
 Results are kept encoded, one after another, in a temporary file that stays in
-memory while it is small; only an 8-byte offset per result is held in a list.
+memory while it is small; only an offset, a length and a sort key (8 bytes each) per
+result are held, in arrays. Results that come in out of key order (analysed by a
+worker while later rows were read) form sorted runs; :meth:`PromptResults.finish`
+merges the runs into an array of positions rather than sorting a list of every result.
 """
 
 from __future__ import annotations
 
+import heapq
 import tempfile
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,6 +25,9 @@ _IN_MEMORY = 8 * 1024 * 1024
 _FLUSH = 1024 * 1024
 """Encoded results gather in a buffer this large before they are written out."""
 
+_MERGE_RUNS = 4096
+"""Sorted runs merged at most; more (traces in very different orders) are sorted as a list."""
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(PromptResult)
 
@@ -35,6 +42,10 @@ class PromptResults(Sequence[PromptResult]):
         self._keys = array("q")
         self._end = 0
         self._sorted = True
+        self._runs = [0]
+        """Where each sorted run of keys starts."""
+        self._order: array[int] | None = None
+        """Once finished out of order: the position of each result, in key order."""
         self._buffer = bytearray()
 
     @classmethod
@@ -50,8 +61,11 @@ class PromptResults(Sequence[PromptResult]):
 
     def append_encoded(self, data: bytes, key: int) -> None:
         """Add a result already encoded as JSON."""
+        if self._order is not None:
+            raise ValueError("results put in order by finish() take no more")
         if self._keys and key < self._keys[-1]:
             self._sorted = False
+            self._runs.append(len(self._keys))
         self._offsets.append(self._end)
         self._lengths.append(len(data))
         self._keys.append(key)
@@ -71,10 +85,14 @@ class PromptResults(Sequence[PromptResult]):
         self._flush()
         if self._sorted:
             return
-        order = sorted(range(len(self._keys)), key=self._keys.__getitem__)
-        self._offsets = array("q", (self._offsets[i] for i in order))
-        self._lengths = array("q", (self._lengths[i] for i in order))
-        self._keys = array("q", (self._keys[i] for i in order))
+        keys = self._keys
+        if len(self._runs) <= _MERGE_RUNS:
+            ends = [*self._runs[1:], len(keys)]
+            runs = [range(start, end) for start, end in zip(self._runs, ends)]
+            self._order = array("q", heapq.merge(*runs, key=keys.__getitem__))
+        else:
+            self._order = array("q", sorted(range(len(keys)), key=keys.__getitem__))
+        self._runs = [0]
         self._sorted = True
 
     def __len__(self) -> int:
@@ -96,6 +114,8 @@ class PromptResults(Sequence[PromptResult]):
         if not 0 <= index < len(self):
             raise IndexError("result index out of range")
         self._flush()
+        if self._order is not None:
+            index = self._order[index]
         self._file.seek(self._offsets[index])
         return self._file.read(self._lengths[index])
 

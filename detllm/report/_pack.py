@@ -22,10 +22,14 @@ import orjson
 
 from .._escape import code, code_block, markdown
 from .._claim import DirectoryClaim
+from ..diff import DiffOptions, diff_traces
 from ..diff._model import TIER1_FAILURES
-from ..errors import InputError, UsageError
+from ..diff._rows import prompt_id_of
+from ..diff._seen import SeenIds
+from ..errors import InputError, TraceFormatError, UsageError
 from ..reader import open_trace
 from ..rundir import (
+    CheckPlan,
     DETERMINISM_FILE,
     ENV_FILE,
     ISOLATED_DIR,
@@ -38,7 +42,7 @@ from ..rundir import (
     read_run_config,
 )
 from ..writer import PARTIAL_SUFFIX, TraceWriter
-from ._check import rebuild_check_report, recorded_runs
+from ._check import read_determinism, rebuild_check_report, recorded_runs
 from ._check_model import CheckReport
 from ._load import load_report
 from ._render import write_report_dir
@@ -103,15 +107,25 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
         return _pack_run(base, Path(out), config, all_prompts)
     plan = config.check
     saved = base / "report.json"
-    report = load_report(saved) if saved.is_file() else rebuild_check_report(base, allow_incomplete=allow_incomplete)
+    report = load_report(saved) if saved.is_file() else None
+    if report is None:
+        read_determinism(base)  # a check directory that cannot be judged is refused as before
     runs, incomplete = recorded_runs(base, plan.traces, allow_incomplete)
-    if not isinstance(report, CheckReport):
+    if report is not None and not isinstance(report, CheckReport):
         raise InputError(f"{saved}: not a check report (kind {report.kind!r})")
-    tier = report.options.tier if tier is None else tier
+    source_options = (
+        report.options if report is not None else DiffOptions(tier=plan.tier, atol=plan.atol, allow_incomplete=allow_incomplete)
+    )
+    tier = source_options.tier if tier is None else tier
     if tier not in (1, 2):
         raise UsageError(f"tier must be 1 or 2, got {tier!r}")
     all_ids = [p.id for p in config.prompts]
-    keep = all_ids if all_prompts else diverging_prompts(report, tier)
+    if all_prompts:
+        keep = all_ids
+    elif report is not None:
+        keep = diverging_prompts(report, tier)
+    else:
+        keep = _diverging_in_traces(base, plan, source_options, tier)
     if not keep:
         what = "tokens" if tier == 1 else "tokens or logprobs"
         raise NothingToPack(
@@ -146,7 +160,7 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
         packed["pack"]["incomplete"] = incomplete[0]
     _write(directory / RUN_CONFIG_FILE, orjson.dumps(packed, option=orjson.OPT_INDENT_2) + b"\n")
     _write(directory / PROMPT_FILE, prompt_lines(p for p in config.prompts if p.id in wanted))
-    options = report.options.replace(tier=tier)
+    options = source_options.replace(tier=tier)
     packed_report = rebuild_check_report(directory, options)
     command = [
         "detllm", "check", *config.settings.arguments(),
@@ -169,6 +183,33 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
     _write(directory / README, readme.encode())
     return PackResult(directory=directory, prompts=keep, total=len(all_ids), report=packed_report, command=command,
                       incomplete=incomplete[0] if incomplete else None)
+
+
+def _diverging_in_traces(base: Path, plan: CheckPlan, options: DiffOptions, tier: int) -> list[str]:
+    """The prompts that differ from run 0 in some run at ``tier``, in the check report's order,
+    read off one comparison at a time: only the diverging prompts are held."""
+    planned, _ = recorded_runs(base, plan.traces, options.allow_incomplete)
+    if len(planned) < 2:
+        raise UsageError("a check needs at least two traces to compare")
+    paths = [base / run.path for run in planned]
+    engine_options = options.replace(tier=1)  # as the check report compares
+    # Each kept prompt's place: run 0's order, then the prompts run 0 lacks as later runs list them.
+    first: dict[str, tuple[int, int]] = {}
+    for number, path in enumerate(paths[1:], start=1):
+        report = diff_traces(paths[0], path, engine_options)
+        for result in report.diverging():
+            if tier == 1 and result.status not in TIER1_FAILURES:
+                continue
+            if result.left_index is not None:
+                place = (0, result.left_index)
+            else:
+                assert result.right_index is not None
+                place = (number, result.right_index)
+            if place < first.get(result.prompt_id, place):
+                first[result.prompt_id] = place
+            else:
+                first.setdefault(result.prompt_id, place)
+    return sorted(first, key=first.__getitem__)
 
 
 def _pack_run(base: Path, out: Path, config: RunConfigFile, all_prompts: bool) -> PackResult:
@@ -225,18 +266,35 @@ def _removed_on_failure(directory: Path, *, created: bool) -> Iterator[None]:
         raise
 
 
+_ID_MEMBER = b'"prompt_id"'
+
+
 def _filter_trace(source: Path, target: Path, wanted: set[str]) -> None:
     """Copy ``source`` to ``target`` with only the rows of ``wanted`` prompts: every one of
-    them, unless ``source`` is a trace that did not finish (then its complete rows)."""
+    them, unless ``source`` is a trace that did not finish (then its complete rows).
+
+    Rows are read as raw lines and one at a time. A kept row is decoded, checked as the
+    reader checks it, and written; of the others only the prompt id is read (as ``diff``
+    reads rows it finds byte-identical), for the duplicate check, which keeps fingerprints.
+    The footer's digest is checked as the lines pass.
+    """
     written: set[str] = set()
+    seen = SeenIds()
     partial = source.name.endswith(PARTIAL_SUFFIX)
     with open_trace(source, allow_incomplete=partial) as reader:
         header = reader.header
         with TraceWriter(target, header) as writer:
-            for row in reader:
-                if row.prompt_id in wanted:
-                    writer.write(row)
-                    written.add(row.prompt_id)
+            for line, raw in reader.raw_rows():
+                pid = prompt_id_of(raw)
+                row = None
+                if pid is None or raw.count(_ID_MEMBER) > 1:  # not the canonical layout: read it all
+                    row = reader.decode_row(line, raw)
+                    pid = row.prompt_id
+                if not seen.add(pid):
+                    raise TraceFormatError(reader.path, line, "prompt_id", f"duplicate prompt id {pid!r}")
+                if pid in wanted:
+                    writer.write(row if row is not None else reader.decode_row(line, raw))
+                    written.add(pid)
             missing = sorted(wanted - written)
             if missing and not partial:
                 raise InputError(

@@ -1,0 +1,77 @@
+"""``detllm pack`` read one comparison and one row at a time: the same pack as from the check report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from detllm.cli import main
+from detllm.report import load_report, rebuild_check_report
+from detllm.rundir import plan_runs
+from detllm.report._pack import diverging_prompts, make_pack
+from tests.diff._traces import flip_at, header, rows, write
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECK = ROOT / "fixtures" / "recorded" / "check-flip"
+
+
+def _files(pack: Path) -> dict[str, bytes]:
+    return {p.relative_to(pack).as_posix(): p.read_bytes() for p in sorted(pack.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("tier", [1, 2])
+def test_a_check_without_its_report_packs_as_with_it(tmp_path: Path, tier: int) -> None:
+    bare = tmp_path / "bare"
+    shutil.copytree(CHECK, bare)
+    (bare / "report.json").unlink()
+    with_report = make_pack(CHECK, tmp_path / "a", tier=tier)
+    without = make_pack(bare, tmp_path / "b", tier=tier)
+    assert without.prompts == with_report.prompts == diverging_prompts(load_report(CHECK / "report.json"), tier)
+    assert without.total == with_report.total
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert sorted(a) == sorted(b)
+    for name in a:
+        if name.endswith(".jsonl") or name.startswith("diffs/"):
+            assert a[name] == b[name], name
+
+
+def _check_dir(directory: Path, n: int, flips: set[int]) -> None:
+    planned = plan_runs(2, [1, 8], [])
+    data = rows(n, length=3)
+    for run in planned:
+        changed = run.batch_size != 1
+        write(directory / run.path, [flip_at(r, 1) if changed and i in flips else r for i, r in enumerate(data)],
+              header(batch=msgspec.structs.replace(header().batch, size=run.batch_size)))
+    document = {
+        "format": "detllm.run_config", "version": "1.0", "command": ["detllm", "check"],
+        "config": {"model": "test/model", "backend": "hf", "max_new_tokens": 3},
+        "prompts": [{"id": f"p{i}", "prompt": f"prompt {i}"} for i in range(n)],
+        "check": {"runs": 2, "batch_sizes": [1, 8], "compositions": [], "traces": msgspec.to_builtins(planned)},
+    }  # fmt: skip
+    (directory / "run_config.json").write_text(json.dumps(document))
+    (directory / "env.json").write_text("{}\n")
+    determinism = {"format": "detllm.determinism", "version": "1.0", "mode": "best-effort", "complete": True, "unavailable": {}}
+    (directory / "determinism_applied.json").write_text(json.dumps(determinism))
+
+
+def test_a_pack_of_many_rows_keeps_exactly_the_diverging_ones(tmp_path: Path) -> None:
+    n, flips = 3000, set(range(7, 3000, 97))
+    source = tmp_path / "check"
+    _check_dir(source, n, flips)
+    expected = [f"p{i}" for i in sorted(flips)]
+    assert diverging_prompts(rebuild_check_report(source), 1) == expected
+    out = tmp_path / "pack"
+    assert main(["pack", str(source), "--out", str(out), "-q"]) == 0
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["pack"]["kept"] == expected and config["pack"]["prompts"] == n
+    assert [p["id"] for p in config["prompts"]] == expected
+    assert [json.loads(line)["id"] for line in (out / "prompts.jsonl").read_text().splitlines()] == expected
+    for trace in sorted((source / "traces").glob("*.jsonl")):
+        kept = [line for line in trace.read_bytes().splitlines()[1:-1] if json.loads(line)["prompt_id"] in set(expected)]
+        assert (out / "traces" / trace.name).read_bytes().splitlines()[1:-1] == kept
+    assert main(["validate", *map(str, sorted((out / "traces").glob("*.jsonl")))]) == 0
+    assert f"the original check, on all {n} prompts" in (out / "README.md").read_text().lower()
