@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from detllm.report._check import plan_runs  # noqa: E402
+from detllm.rundir import plan_runs  # noqa: E402
 from detllm.trace import Artifact, Batch, Decoding, Header, Logprobs, Row, Software  # noqa: E402
 from detllm.writer import TraceWriter  # noqa: E402
 

@@ -299,3 +299,12 @@ def test_detllm_replay_refuses_a_server_without_prompt_logprobs(tmp_path: Path, 
     assert code == 2
     assert line.startswith(f"detllm: {server.url}/v1/completions: the server refused prompt_logprobs, so it cannot replay (")
     assert not (tmp_path / "replay.jsonl").exists()
+
+
+def test_a_sweep_against_a_server_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["check", "--backend", "openai", "--base-url", "http://127.0.0.1:9", "--model", "m",
+                 "--sweep", "dtype=float32,bfloat16", "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "--sweep needs an in-process backend (hf or vllm)" in err
+    assert not (tmp_path / "c").exists()
