@@ -309,8 +309,10 @@ def _margin(comparison: int, pid: str, index: int, left: CheckRun, right: CheckR
 def _text(margins: list[ReplayMargin], floors: list[ReplayFloor], unmeasured: list[str]) -> str:
     if not margins and not unmeasured:
         return "No prompt's tokens diverge from run 0: nothing to replay."
-    kinds = {v: sum(1 for m in margins if m.verdict == v) for v in ("near_tie", "flip_confirmed", "not_reproduced")}
-    listed = ", ".join(f"{n} {v.replace('_', ' ')}" for v, n in kinds.items() if n)
+    words = {"near_tie": ("near tie", "near ties"), "flip_confirmed": ("flip confirmed", "flips confirmed"),
+             "not_reproduced": ("not reproduced", "not reproduced")}
+    kinds = {v: sum(1 for m in margins if m.verdict == v) for v in words}
+    listed = ", ".join(count(n, *words[v]) for v, n in kinds.items() if n)
     parts = [f"Replay measured {count(len(margins), 'divergence')} at the shared prefix ({listed or 'none'})."]
     if floors:
         worst = max(floors, key=lambda f: f.max_abs)
