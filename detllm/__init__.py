@@ -98,6 +98,7 @@ def check(
     tier: int = 1,
     atol: float = 0.0,
     progress: Progress | None = None,
+    replay: bool = False,
     **settings: Any,
 ) -> CheckResult:
     """Repeat runs and sweep batch sizes on one loaded model (see ``docs/python_api.md``).
@@ -132,6 +133,7 @@ def check(
         atol=atol,
         out=out,
         progress=progress,
+        replay=replay,
     )
 
 
