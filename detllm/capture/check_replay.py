@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from ..errors import UsageError
+from ..reader import open_trace
 from ..report import CheckReport
 from ..report._check_replay import REPLAYS_DIR, CheckReplayTrace, plan_replays, write_index
 from ..trace import Batch, Row
@@ -59,8 +60,6 @@ def _replay_one(
     setup = msgspec.structs.replace(config, batch_size=spec.batch_size, composition=spec.composition,
                                     logprobs="raw", top_logprobs=k)
     backend: Any = session.backend
-    from ..reader import open_trace
-
     with open_trace(src.path) as reader:
         rows = {row.prompt_id: row for row in reader}
     wanted = set(spec.prompts)

@@ -127,3 +127,14 @@ def test_bad_combinations_are_refused_in_one_line(extra: list[str], message: str
     assert main(["check", "--model", "tiny-flip", *FAST, "--replay", *extra, "--out", str(tmp_path / "x")]) == 2
     assert capsys.readouterr().err == f"detllm: {message}\n"
     assert not (tmp_path / "x").exists()
+
+
+def test_nothing_diverges_nothing_is_replayed(tmp_path: Path) -> None:
+    out = tmp_path / "check"
+    assert main(["check", "--model", "tiny-llama", *FAST, "--batch-size", "4", "--compositions", "none",
+                 "--replay", "--out", str(out), "-q"]) == 0  # fmt: skip
+    report = load_report(out / "report.json")
+    assert isinstance(report, CheckReport) and report.replay is not None
+    assert (report.replay.replays, report.replay.margins, report.replay.floors) == ([], [], [])
+    assert report.replay.text == "No prompt's tokens diverge from run 0: nothing to replay."
+    assert sorted(p.name for p in (out / "replays").iterdir()) == ["replays.json"]
