@@ -7,7 +7,8 @@ neighbours. Every run is compared with run 0 by the diff engine, to answer: Tier
 repeatable (same tokens)? Tier 2 repeatable (same logprobs too)? Batch invariant?
 Writes a check directory: env.json, run_config.json, determinism_applied.json,
 traces/ (one trace per run), report.json, report.txt, report.md, report.html
-and diffs/first_divergence.json. Exit status: 0 when every question holds at --tier,
+and diffs/first_divergence.json; with --replay also replays/, the replay traces that
+measure each divergence's margin under both setups. Exit status: 0 when every question holds at --tier,
 1 when one does not, 2 when the check could not be done.
 """
 
