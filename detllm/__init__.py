@@ -117,6 +117,7 @@ def check(
     tier: int = DiffOptions.tier,
     atol: float = DiffOptions.atol,
     progress: Progress | None = None,
+    replay: bool = False,
     **settings: Any,
 ) -> CheckResult:
     """Repeat runs and sweep batch sizes on one loaded model (see ``docs/python_api.md``).
@@ -151,6 +152,7 @@ def check(
         atol=atol,
         out=out,
         progress=progress,
+        replay=replay,
     )
 
 

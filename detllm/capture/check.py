@@ -42,6 +42,7 @@ from ..rundir import (
 from ..report._check_model import CheckSettings
 from .backend import Prompt
 from .determinism import DeterminismReport
+from .check_replay import refuse_replay, replay_divergences
 from .env import EnvSnapshot
 from .prompts import prompt_lines
 from .registry import BackendConfig
@@ -176,18 +177,23 @@ def check(
     progress: Progress | None = None,
     sweep: Sequence[str] = (),
     sweep_mode: str = "one-at-a-time",
+    replay: bool = False,
 ) -> CheckResult:
     """Run the check and write its directory (a temporary one, removed, when ``out`` is None).
 
     ``config.batch_size`` and ``config.composition`` are ignored: ``batch_sizes[0]``
     and ``in-order`` are the repeats'. ``sweep``: ``KEY=V1,V2`` items, engine settings
     run again from the baseline (run 0), one at a time or as a ``grid`` (``sweep_mode``).
+    ``replay``: replay both sides of every divergence under both setups (``replays/``),
+    so the report measures the margin at each (hf backend, in one process).
     """
     prompts = list(prompts)
     _check_prompts(prompts)
     if runs < 1:
         raise UsageError(f"runs must be at least 1, got {runs}")
     sizes = parse_batch_sizes(batch_sizes)
+    if replay:
+        refuse_replay(config.backend, isolate)
     chosen = default_compositions(len(prompts), sizes) if compositions is None else _check_compositions(compositions, len(prompts))
     options = DiffOptions(tier=tier, atol=atol)
     planned = plan_runs(runs, sizes, chosen, isolate)
@@ -201,9 +207,10 @@ def check(
     swept = (plan_sweep(config, sweep, sweep_mode), sweep_mode) if sweep else None
     if out is not None:
         with DirectoryClaim(out) as claim:
-            return _check_in(claim, config, prompts, plan, backend_config, options, argv, progress, keep=True, sweep=swept)
+            return _check_in(claim, config, prompts, plan, backend_config, options, argv, progress, keep=True, sweep=swept, replay=replay)
     with tempfile.TemporaryDirectory(prefix="detllm-check-") as scratch:
-        return _check_in(Path(scratch), config, prompts, plan, backend_config, options, argv, progress, keep=False, sweep=swept)
+        return _check_in(Path(scratch), config, prompts, plan, backend_config, options, argv, progress, keep=False, sweep=swept,
+                         replay=replay)
 
 
 def _check_in(
@@ -217,6 +224,7 @@ def _check_in(
     progress: Progress | None,
     keep: bool,
     sweep: tuple[list[Variant], str] | None = None,
+    replay: bool = False,
 ) -> CheckResult:
     total = sum(len(make_batches(len(prompts), run.batch_size, run.composition)) for run in plan.traces)
     done = 0
@@ -268,6 +276,10 @@ def _check_in(
                         keep_rows=False,
                         on_batch=on_batch,
                     )
+                if replay:
+                    report("replay", "replaying the divergences under both setups")
+                    found = build_check_report(directory, _settings(config, plan), plan.traces, read_determinism(directory), options)
+                    replay_divergences(session, config, directory, found, [p.id for p in prompts])
         else:
             first = directory / ISOLATED_DIR / plan.traces[0].name
             shutil.copyfile(first / ENV_FILE, directory / ENV_FILE)
@@ -304,6 +316,18 @@ def _check_in(
         determinism=determinism,
         environment=environment,
         directory=directory if keep else None,
+    )
+
+
+def _settings(config: RunConfig, plan: CheckPlan) -> CheckSettings:
+    """The report's settings (the replays are planned from a first report of the traces)."""
+    return CheckSettings(
+        model=config.model,
+        backend=config.backend,
+        runs=plan.runs,
+        batch_sizes=plan.batch_sizes,
+        compositions=plan.compositions,
+        isolate=plan.isolate,
     )
 
 

@@ -7,7 +7,8 @@ neighbours. Every run is compared with run 0 by the diff engine, to answer: Tier
 repeatable (same tokens)? Tier 2 repeatable (same logprobs too)? Batch invariant?
 Writes a check directory: env.json, run_config.json, determinism_applied.json,
 traces/ (one trace per run), report.json, report.txt, report.md, report.html
-and diffs/first_divergence.json. Exit status: 0 when every question holds at --tier,
+and diffs/first_divergence.json; with --replay also replays/, the replay traces that
+measure each divergence's margin under both setups. Exit status: 0 when every question holds at --tier,
 1 when one does not, 2 when the check could not be done.
 """
 
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .._escape import text as escape
+from ..errors import UsageError
 from ..capture.check import check as run_check
 from ..capture.check import parse_batch_sizes
 from ..capture.runner import COMPOSITIONS
@@ -45,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--compositions", metavar="HOW,...", help=f"compositions run besides in-order at batch sizes above 1 ({', '.join(c for c in COMPOSITIONS if c != 'in-order')}, or none; default: reversed and a shuffle that changes most prompts' batch-mates)")
     check.add_argument("--isolate", action="store_true", help="run each repeat in a fresh process (detllm run), which catches what one process hides")
     add_sweep_arguments(check)
+    check.add_argument("--replay", action="store_true", help="replay both sides of every divergence under both setups (teacher forcing, hf backend): the report measures the margin at each, against the replay's noise floor; traces in replays/")
     add_recording_arguments(check)
     check.add_argument("--out", metavar="DIR", help="check directory to create (default: checks/<UTC time>)")
 
@@ -73,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress("detllm check", enabled=not args.quiet)
     try:
         if config.backend == "openai":
+            if args.replay:
+                raise UsageError("--replay needs the hf backend for now (got --backend openai); replay a run's trace with detllm replay instead")
             if args.sweep:
                 raise UsageError("--sweep needs an in-process backend (hf or vllm): a server's engine settings are fixed when it starts; "
                                  "check each server setup and compare them with detllm diff")
@@ -96,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
                 progress=progress,
                 sweep=args.sweep,
                 sweep_mode=args.sweep_mode,
+                replay=args.replay,
             )
     finally:
         progress.close()

@@ -26,6 +26,7 @@ from ..rundir import DETERMINISM_FILE, ISOLATED_DIR, CheckPlan, PlannedRun, read
 from ..writer import PARTIAL_SUFFIX
 from ._aggregate import aggregate_traces
 from ._concurrency_check import with_concurrency
+from ._check_replay import build_check_replay
 from ._sweep import build_sweep_report
 from ._check_model import (
     CheckComparison,
@@ -224,6 +225,7 @@ def build_check_report(
         notes=tuple(notes),
         sweep=build_sweep_report(base, options),
         concurrency=concurrency,
+        replay=build_check_replay(base, runs, comparisons, prompts, options),
     )
 
 

@@ -16,6 +16,7 @@ from ..errors import ExitCode, UsageError
 from ._aggregate_model import Split
 from ._sweep_model import SweepReport, sweep_answer
 from ._concurrency import ConcurrencyAnswer
+from ._check_replay import CheckReplay
 
 
 class _Struct(msgspec.Struct, frozen=True, kw_only=True):
@@ -177,6 +178,9 @@ class CheckDocument(msgspec.Struct, frozen=True, kw_only=True):
     sweep: SweepReport | None = None
     """The engine-setting sweep (``--sweep``); null when none was asked for."""
     concurrency: ConcurrencyAnswer | None = None
+    replay: CheckReplay | msgspec.UnsetType = msgspec.UNSET
+    """Replay-measured margins at each divergence (``--replay``); absent when the check was not replayed
+    (so reports of checks without ``--replay`` are unchanged)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -194,6 +198,7 @@ class CheckReport:
     notes: tuple[str, ...] = ()
     sweep: SweepReport | None = None
     concurrency: ConcurrencyAnswer | None = None
+    replay: CheckReplay | None = None
     producer: Producer = field(default_factory=lambda: Producer(name="detllm", version=__version__))
 
     kind = "check"
@@ -249,6 +254,7 @@ class CheckReport:
             prompts=self.prompts if with_prompts else [],
             sweep=self.sweep,
             concurrency=self.concurrency,
+            replay=msgspec.UNSET if self.replay is None else self.replay,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -269,5 +275,6 @@ class CheckReport:
             notes=tuple(document.notes),
             sweep=document.sweep,
             concurrency=document.concurrency,
+            replay=None if isinstance(document.replay, msgspec.UnsetType) else document.replay,
             producer=document.producer,
         )

@@ -15,6 +15,7 @@ from .._escape import markdown as cell
 from .._escape import text as escape
 from ._markdown import divergence_md
 from ._sweep_render import sweep_markdown, sweep_text
+from ._check_replay_render import replay_markdown, replay_text
 from ._text import DEFAULT_MAX_PROMPTS, WIDTH, divergence_lines, drift_summary, paragraph, tier_word
 from ._text_util import clip, pad
 
@@ -171,6 +172,8 @@ def _text(report: CheckReport, max_prompts: int) -> Iterator[str]:
     yield "  (logprobs: among the prompts whose tokens agree)"
     if report.sweep is not None:
         yield from sweep_text(report.sweep, report.options.tier)
+    if report.replay is not None:
+        yield from replay_text(report.replay)
     yield ""
     yield f"Prompts ({s.prompts})"
     yield f"  {pad('prompt', 24)} {'completions':>11}  {pad('repeats', 19)} batch"
@@ -278,6 +281,8 @@ def _markdown(report: CheckReport, max_prompts: int) -> Iterator[str]:
     yield ""
     if report.sweep is not None:
         yield from sweep_markdown(report.sweep, report.options.tier)
+    if report.replay is not None:
+        yield from replay_markdown(report.replay)
     yield "| prompt | completions | repeats | batch | split |"
     yield "|---|---:|---|---|---|"
     for p in report.prompts[: max_prompts * 2]:

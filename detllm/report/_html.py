@@ -612,12 +612,20 @@ def _reproduce(report: Any, page: Page) -> Iterator[str]:
     yield "</div>"
 
 
+def _replay_check(report: Any, page: Page) -> Iterator[str]:
+    """A check's replay-backed verdicts (``check --replay``); nothing otherwise."""
+    if getattr(report, "replay", None) is not None:
+        from ._check_replay_render import replay_html
+
+        yield from replay_html(report.replay)
+
+
 Section = Callable[[Any, Page], Iterator[str]]
 
 SECTIONS: dict[str, list[Section]] = {
     "diff": [_verdict, _setup_diff, _grid, _details_diff, _histogram, _reproduce],
     "aggregate": [_verdict, _setup_aggregate, _grid, _details_aggregate, _histogram, _reproduce],
-    "check": [_verdict, _setup_check, _grid, _details_check, _histogram, _reproduce],
+    "check": [_verdict, _setup_check, _grid, _details_check, _replay_check, _histogram, _reproduce],
 }
 """The page's sections per report kind, in order. Replay, concurrency and sweep reports
 add theirs here (see the module's docstring)."""

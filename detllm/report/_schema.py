@@ -23,13 +23,18 @@ from ._replay_model import ReplayDocument
 ADDED: frozenset[str] = frozenset({"concurrency", "concurrency_invariant", "concurrency_invariant_logprobs"})
 """Members added after 1.0 with a default: written only by the reports that use them."""
 
+ADDED_TO: dict[str, frozenset[str]] = {"CheckDocument": frozenset({"replay"})}
+"""Later additions to one object only (by title), absent unless used: a check's ``replay``
+(``check --replay``); ``replay`` elsewhere is required."""
+
 
 def _tidy(node: Any) -> None:
     # detLLM writes every field, null included: a reader may rely on each key
     # (except the later additions, absent from reports that do not use them).
     if isinstance(node, dict):
         if node.get("type") == "object" and "properties" in node:
-            node["required"] = [name for name in node["properties"] if name not in ADDED]
+            later = ADDED | ADDED_TO.get(str(node.get("title")), frozenset())
+            node["required"] = [name for name in node["properties"] if name not in later]
         if isinstance(node.get("description"), str):
             node["description"] = _plain(node["description"])
         for value in node.values():

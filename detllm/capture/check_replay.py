@@ -1,0 +1,80 @@
+"""``detllm check --replay``: the replays behind replay-backed verdicts, on the check's loaded model.
+
+For every first divergence between run 0 and run N, both runs' rows are replayed
+(teacher forcing) under both setups, each with the batch size and composition of the
+setup it stands for: the diverging prompts' batches are rebuilt as that setup built
+them, with the source run's rows as batch-mates. Only batches holding a diverging
+prompt are replayed. The traces go to ``replays/`` with an index
+(``replays/replays.json``) that :mod:`detllm.report._check_replay` judges, offline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ..errors import UsageError
+from ..reader import open_trace
+from ..report import CheckReport
+from ..report._check_replay import REPLAYS_DIR, CheckReplayTrace, plan_replays, write_index
+from ..trace import Batch, Row
+from ..writer import TraceWriter
+from .replay import DEFAULT_TOP_K, _header, _replay_batch, read_source
+from .runner import CaptureSession, RunConfig, make_batches
+
+REPLAY_BACKENDS = ("hf",)
+"""Backends whose check can replay (the check holds the loaded model)."""
+
+
+def refuse_replay(backend: str, isolate: bool) -> None:
+    """One line for a combination ``--replay`` does not support."""
+    if backend not in REPLAY_BACKENDS:
+        raise UsageError(f"--replay needs the hf backend for now (got --backend {backend}); "
+                         "replay a run's trace with detllm replay instead")
+    if isolate:
+        raise UsageError("--replay replays on the check's loaded model, which --isolate does not keep; drop one of them")
+
+
+def replay_divergences(
+    session: CaptureSession, config: RunConfig, directory: Path, report: CheckReport, prompt_ids: list[str]
+) -> list[CheckReplayTrace]:
+    """Record the replays that measure every divergence of ``report``; write their index."""
+    planned = plan_replays(report.runs, report.comparisons, report.prompts)
+    (directory / REPLAYS_DIR).mkdir(exist_ok=True)
+    paths = {run.name: directory / run.trace.path for run in report.runs}
+    done = []
+    for spec in planned:
+        rows = _replay_one(session, config, paths[spec.source], directory / spec.path, spec, prompt_ids)
+        done.append(msgspec.structs.replace(spec, rows=rows))
+    write_index(directory, done)
+    return done
+
+
+def _replay_one(
+    session: CaptureSession, config: RunConfig, source: Path, target: Path, spec: CheckReplayTrace, prompt_ids: list[str]
+) -> int:
+    src = read_source(source)
+    k = src.header.logprobs.top_k or DEFAULT_TOP_K
+    setup = msgspec.structs.replace(config, batch_size=spec.batch_size, composition=spec.composition,
+                                    logprobs="raw", top_logprobs=k)
+    backend: Any = session.backend
+    with open_trace(src.path) as reader:
+        rows = {row.prompt_id: row for row in reader}
+    wanted = set(spec.prompts)
+    batches = [b for b in make_batches(len(prompt_ids), spec.batch_size, spec.composition)
+               if any(prompt_ids[i] in wanted for i in b)]
+    session.controls.reseed()
+    header = msgspec.structs.replace(
+        _header(session, src, setup), batch=Batch(size=spec.batch_size, composition=spec.composition)
+    )
+    replayed: dict[int, Row] = {}
+    for index, batch in enumerate(batches):
+        group = [rows[prompt_ids[i]] for i in batch]
+        for i, row in zip(batch, _replay_batch(backend, group, index, k, getattr(backend, "token_texts", None))):
+            replayed[i] = row
+    with TraceWriter(target, header) as writer:
+        for i in sorted(replayed):  # the source's order (P2), placements say the batches
+            writer.write(replayed[i])
+    return len(replayed)
