@@ -24,7 +24,6 @@ from ..capture.check import check as run_check
 from ..capture.check import parse_batch_sizes
 from ..capture.runner import COMPOSITIONS
 from ..diff import DiffOptions
-from ..errors import UsageError
 from ._sweep_options import add_sweep_arguments
 from ..report import DEFAULT_MAX_PROMPTS
 from ._capture_options import (
