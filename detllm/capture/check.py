@@ -288,14 +288,7 @@ def _check_in(
             run_sweep(directory, plan.traces[0].path, sweep[0], prompts, sweep[1], _run_isolated,
                       lambda i, n, run, detail: report(run, f"variant {i + 1} of {n}: {detail}"))
         report("report", "comparing the runs")
-        settings = CheckSettings(
-            model=config.model,
-            backend=config.backend,
-            runs=plan.runs,
-            batch_sizes=plan.batch_sizes,
-            compositions=plan.compositions,
-            isolate=plan.isolate,
-        )
+        settings = _settings(config, plan)
         result = build_check_report(directory, settings, plan.traces, read_determinism(directory), options)
         write_report_dir(result, directory, command=list(argv) if argv is not None else None)
     except BaseException:
