@@ -10,6 +10,7 @@ the traces rather than with fixed prompts.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,26 @@ def test_nothing_diverges_nothing_is_replayed(tmp_path: Path) -> None:
     assert (report.replay.replays, report.replay.margins, report.replay.floors) == ([], [], [])
     assert report.replay.text == "No prompt's tokens diverge from run 0: nothing to replay."
     assert sorted(p.name for p in (out / "replays").iterdir()) == ["replays.json"]
+
+
+def test_a_replayed_batch_the_engine_split_is_reported(replayed: Path, tmp_path: Path) -> None:
+    report = load_report(replayed / "report.json")
+    assert isinstance(report, CheckReport) and report.replay is not None
+    assert all(spec.scheduled is None for spec in report.replay.replays)  # hf: one forward pass per batch
+    assert "did not score every replayed batch" not in report.replay.text
+    if not report.replay.replays:
+        pytest.skip("batch size 8 flipped no token on this CPU")
+    copy = tmp_path / "check"
+    shutil.copytree(replayed, copy)
+    index = json.loads((copy / "replays" / "replays.json").read_text())
+    first = index["replays"][0]
+    for spec in index["replays"]:
+        spec["scheduled"] = [1]
+    first["scheduled"] = [2, 1]
+    (copy / "replays" / "replays.json").write_text(json.dumps(index))
+    again = rebuild_check_report(copy)
+    assert again.replay is not None and again.replay.margins == report.replay.margins
+    assert again.replay.text.endswith(
+        f"The engine did not score every replayed batch as one batch ({first['name']} (1 of 2) split over several "
+        "steps, or with no scheduling times): those replays stand for smaller batches than their setup's."
+    )
