@@ -185,7 +185,7 @@ def check(
     and ``in-order`` are the repeats'. ``sweep``: ``KEY=V1,V2`` items, engine settings
     run again from the baseline (run 0), one at a time or as a ``grid`` (``sweep_mode``).
     ``replay``: replay both sides of every divergence under both setups (``replays/``),
-    so the report measures the margin at each (hf backend, in one process).
+    so the report measures the margin at each (hf or vllm backend, in one process).
     """
     prompts = list(prompts)
     _check_prompts(prompts)

@@ -24,14 +24,14 @@ from ..writer import TraceWriter
 from .replay import DEFAULT_TOP_K, _header, _replay_batch, read_source
 from .runner import CaptureSession, RunConfig, make_batches
 
-REPLAY_BACKENDS = ("hf",)
-"""Backends whose check can replay (the check holds the loaded model)."""
+REPLAY_BACKENDS = ("hf", "vllm")
+"""Backends whose check can replay (the check holds the loaded model, or the vLLM engine)."""
 
 
 def refuse_replay(backend: str, isolate: bool) -> None:
     """One line for a combination ``--replay`` does not support."""
     if backend not in REPLAY_BACKENDS:
-        raise UsageError(f"--replay needs the hf backend for now (got --backend {backend}); "
+        raise UsageError(f"--replay needs an in-process backend, hf or vllm (got --backend {backend}); "
                          "replay a run's trace with detllm replay instead")
     if isolate:
         raise UsageError("--replay replays on the check's loaded model, which --isolate does not keep; drop one of them")
@@ -46,15 +46,17 @@ def replay_divergences(
     paths = {run.name: directory / run.trace.path for run in report.runs}
     done = []
     for spec in planned:
-        rows = _replay_one(session, config, paths[spec.source], directory / spec.path, spec, prompt_ids)
-        done.append(msgspec.structs.replace(spec, rows=rows))
+        rows, scheduled = _replay_one(session, config, paths[spec.source], directory / spec.path, spec, prompt_ids)
+        done.append(msgspec.structs.replace(spec, rows=rows, scheduled=scheduled))
     write_index(directory, done)
     return done
 
 
 def _replay_one(
     session: CaptureSession, config: RunConfig, source: Path, target: Path, spec: CheckReplayTrace, prompt_ids: list[str]
-) -> int:
+) -> tuple[int, list[int] | None]:
+    """Replay ``spec``; return the rows written and, for an engine that schedules (vLLM), the
+    steps over which each batch was first scheduled."""
     src = read_source(source)
     k = src.header.logprobs.top_k or DEFAULT_TOP_K
     setup = msgspec.structs.replace(config, batch_size=spec.batch_size, composition=spec.composition,
@@ -70,11 +72,14 @@ def _replay_one(
         _header(session, src, setup), batch=Batch(size=spec.batch_size, composition=spec.composition)
     )
     replayed: dict[int, Row] = {}
+    scheduled: list[int] | None = [] if hasattr(backend, "scored_steps") else None
     for index, batch in enumerate(batches):
         group = [rows[prompt_ids[i]] for i in batch]
         for i, row in zip(batch, _replay_batch(backend, group, index, k, getattr(backend, "token_texts", None))):
             replayed[i] = row
+        if scheduled is not None:
+            scheduled.append(backend.scored_steps or 0)
     with TraceWriter(target, header) as writer:
         for i in sorted(replayed):  # the source's order (P2), placements say the batches
             writer.write(replayed[i])
-    return len(replayed)
+    return len(replayed), scheduled

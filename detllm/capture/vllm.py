@@ -153,6 +153,9 @@ class VLLMBackend:
         self._tokenizer = self._llm.get_tokenizer()
         self._vocab_size = int(self._llm.llm_engine.model_config.get_vocab_size())
         self._texts: dict[int, str] = {}
+        self.scored_steps: int | None = None
+        """Engine steps over which the last scored batch was first scheduled: 1 when it ran as one
+        batch, more when the token budget per step split it; None when vLLM reported no times."""
         self.cached_tokens: dict[str, int | None] = {}
         """Prompt id -> the prompt tokens vLLM took from its prefix cache, for the last run of each prompt."""
         self._settings = self._engine_settings()
@@ -223,7 +226,8 @@ class VLLMBackend:
     def score(self, batch: Sequence[ForcedSequence], *, top_k: int) -> list[list[ForcedStep]]:
         """Teacher forcing: each forced sequence as a token-id prompt with ``prompt_logprobs=top_k``
         and ``max_tokens=1``, the batch scheduled together. vLLM computes prompt logprobs
-        from the raw logits and skips its prefix cache for such requests (PR 17251)."""
+        from the raw logits and skips its prefix cache for such requests (PR 17251).
+        ``scored_steps`` says afterwards whether the batch was scheduled in one step."""
         if self._closed:
             raise CaptureError("the vllm backend is closed")
         if not 0 <= top_k <= min(self.max_logprobs, self._vocab_size):
@@ -245,6 +249,7 @@ class VLLMBackend:
             prompts.append(self._engine_prompt(Prompt(id=sequence.prompt_id, token_ids=(*sequence.input_ids, *sequence.forced_ids))))
         params = [SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=top_k, detokenize=False) for _ in batch]
         outputs = self._run_batch(prompts, params)
+        self.scored_steps = _scheduled_steps(outputs)
         return [_forced_steps(sequence, output, top_k) for sequence, output in zip(batch, outputs)]
 
     def token_texts(self, ids: list[int]) -> dict[int, str]:
@@ -493,6 +498,12 @@ def _normalise_step(entries: Mapping[int, Any], chosen: int, top_k: int) -> tupl
     pairs = [pair for pair in pairs if pair[1] != -math.inf]
     pairs.sort(key=lambda pair: (-pair[1], pair[0]))
     return value, pairs[:top_k]
+
+
+def _scheduled_steps(outputs: Sequence[Any]) -> int | None:
+    """In how many engine steps vLLM first scheduled the requests of a batch (None: not reported)."""
+    times = {getattr(getattr(o, "metrics", None), "scheduled_ts", None) for o in outputs}
+    return None if None in times else len(times)
 
 
 def _check_scheduled_together(outputs: Sequence[Any], budget: object) -> None:

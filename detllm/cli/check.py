@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--compositions", metavar="HOW,...", help=f"compositions run besides in-order at batch sizes above 1 ({', '.join(c for c in COMPOSITIONS if c != 'in-order')}, or none; default: reversed and a shuffle that changes most prompts' batch-mates)")
     check.add_argument("--isolate", action="store_true", help="run each repeat in a fresh process (detllm run), which catches what one process hides")
     add_sweep_arguments(check)
-    check.add_argument("--replay", action="store_true", help="replay both sides of every divergence under both setups (teacher forcing, hf backend): the report measures the margin at each, against the replay's noise floor; traces in replays/")
+    check.add_argument("--replay", action="store_true", help="replay both sides of every divergence under both setups (teacher forcing, hf or vllm backend): the report measures the margin at each, against the replay's noise floor; traces in replays/")
     add_recording_arguments(check)
     check.add_argument("--out", metavar="DIR", help="check directory to create (default: checks/<UTC time>)")
 
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if config.backend == "openai":
             if args.replay:
-                raise UsageError("--replay needs the hf backend for now (got --backend openai); replay a run's trace with detllm replay instead")
+                raise UsageError("--replay needs an in-process backend, hf or vllm (got --backend openai); replay a run's trace with detllm replay instead")
             if args.sweep:
                 raise UsageError("--sweep needs an in-process backend (hf or vllm): a server's engine settings are fixed when it starts; "
                                  "check each server setup and compare them with detllm diff")

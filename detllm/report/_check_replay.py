@@ -62,6 +62,15 @@ class CheckReplayTrace(_Struct):
     """The diverging prompts it was made for; the trace also holds their batch-mates."""
     rows: int
     """Rows replayed: those prompts and their batch-mates in the setup's batches."""
+    scheduled: list[int] | None = None
+    """Per replayed batch, the engine steps over which its sequences were first scheduled
+    (vLLM: 1 when the batch was scored as one batch, more when the engine split it, 0 when it
+    reported no scheduling times); None
+    when the backend scores a batch in one forward pass by construction (hf)."""
+
+    def split(self) -> int:
+        """Replayed batches the engine did not schedule as one batch."""
+        return sum(1 for steps in self.scheduled or [] if steps != 1)
 
 
 class ReplayFloor(_Struct):
@@ -246,7 +255,7 @@ def build_check_replay(
         margins.append(_margin(comparison, pid, index, left, right, (ll, rl, lr, rr), floors, result, options))
     floor_list = list(floors.values())
     return CheckReplay(replays=list(replays), floors=floor_list, margins=margins, unmeasured=unmeasured,
-                       text=_text(margins, floor_list, unmeasured))
+                       text=_text(margins, floor_list, unmeasured, replays))
 
 
 def _floor(replay: CheckReplayTrace, decoded: dict[str, Row], forced: dict[str, Row]) -> ReplayFloor:
@@ -306,7 +315,8 @@ def _margin(comparison: int, pid: str, index: int, left: CheckRun, right: CheckR
     )
 
 
-def _text(margins: list[ReplayMargin], floors: list[ReplayFloor], unmeasured: list[str]) -> str:
+def _text(margins: list[ReplayMargin], floors: list[ReplayFloor], unmeasured: list[str],
+          replays: Sequence[CheckReplayTrace] = ()) -> str:
     if not margins and not unmeasured:
         return "No prompt's tokens diverge from run 0: nothing to replay."
     words = {"near_tie": ("near tie", "near ties"), "flip_confirmed": ("flip confirmed", "flips confirmed"),
@@ -320,4 +330,9 @@ def _text(margins: list[ReplayMargin], floors: list[ReplayFloor], unmeasured: li
                      f"up to {num(worst.max_abs)} ({worst.setup}).")
     if unmeasured:
         parts.append(f"Not measured: {', '.join(unmeasured)}.")
+    split = [r for r in replays if r.split()]
+    if split:
+        listed = ", ".join(f"{r.name} ({r.split()} of {len(r.scheduled or [])})" for r in split)
+        parts.append(f"The engine did not score every replayed batch as one batch ({listed} split over several steps, "
+                     "or with no scheduling times): those replays stand for smaller batches than their setup's.")
     return " ".join(parts)

@@ -10,6 +10,7 @@ the traces rather than with fixed prompts.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -118,9 +119,8 @@ def test_without_replay_the_report_has_no_replay_member(tmp_path: Path) -> None:
     ("extra", "message"),
     [
         (["--isolate"], "--replay replays on the check's loaded model, which --isolate does not keep; drop one of them"),
-        (["--backend", "vllm"], "--replay needs the hf backend for now (got --backend vllm); replay a run's trace with detllm replay instead"),
         (["--backend", "openai", "--base-url", "http://127.0.0.1:9"],
-         "--replay needs the hf backend for now (got --backend openai); replay a run's trace with detllm replay instead"),
+         "--replay needs an in-process backend, hf or vllm (got --backend openai); replay a run's trace with detllm replay instead"),
     ],
 )
 def test_bad_combinations_are_refused_in_one_line(extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,3 +138,26 @@ def test_nothing_diverges_nothing_is_replayed(tmp_path: Path) -> None:
     assert (report.replay.replays, report.replay.margins, report.replay.floors) == ([], [], [])
     assert report.replay.text == "No prompt's tokens diverge from run 0: nothing to replay."
     assert sorted(p.name for p in (out / "replays").iterdir()) == ["replays.json"]
+
+
+def test_a_replayed_batch_the_engine_split_is_reported(replayed: Path, tmp_path: Path) -> None:
+    report = load_report(replayed / "report.json")
+    assert isinstance(report, CheckReport) and report.replay is not None
+    assert all(spec.scheduled is None for spec in report.replay.replays)  # hf: one forward pass per batch
+    assert "did not score every replayed batch" not in report.replay.text
+    if not report.replay.replays:
+        pytest.skip("batch size 8 flipped no token on this CPU")
+    copy = tmp_path / "check"
+    shutil.copytree(replayed, copy)
+    index = json.loads((copy / "replays" / "replays.json").read_text())
+    first = index["replays"][0]
+    for spec in index["replays"]:
+        spec["scheduled"] = [1]
+    first["scheduled"] = [2, 1]
+    (copy / "replays" / "replays.json").write_text(json.dumps(index))
+    again = rebuild_check_report(copy)
+    assert again.replay is not None and again.replay.margins == report.replay.margins
+    assert again.replay.text.endswith(
+        f"The engine did not score every replayed batch as one batch ({first['name']} (1 of 2) split over several "
+        "steps, or with no scheduling times): those replays stand for smaller batches than their setup's."
+    )
