@@ -180,6 +180,21 @@ class VLLMBackend:
             decoding, "vllm", min_temperature=1e-5, temperature_note="vLLM decodes greedily below it"
         )
 
+    def _check_request(self, size: int, top_k: int, what: str) -> None:
+        """What any request to this engine must respect: open, a top-k it returns, a batch it will not split."""
+        if self._closed:
+            raise CaptureError("the vllm backend is closed")
+        if not 0 <= top_k <= min(self.max_logprobs, self._vocab_size):
+            raise CaptureError(
+                f"top logprobs must be between 0 and {min(self.max_logprobs, self._vocab_size)} "
+                f"(the engine's max_logprobs option and the vocabulary size), got {top_k}"
+            )
+        if size > self.config.max_batch_size:
+            raise CaptureError(
+                f"a batch of {size} {what} exceeds max_batch_size ({self.config.max_batch_size}), "
+                "the engine's max_num_seqs: vLLM would split it"
+            )
+
     def generate(
         self,
         batch: Sequence[Prompt],
@@ -188,23 +203,12 @@ class VLLMBackend:
         top_k: int,
         logprob_mode: LogprobMode,
     ) -> list[Row]:
-        if self._closed:
-            raise CaptureError("the vllm backend is closed")
+        self._check_request(len(batch), top_k, "prompts")
         decoding = self.resolve_decoding(decoding)
         if logprob_mode != self.logprob_mode:
             raise CaptureError(
                 f"this engine records {self.logprob_mode} logprobs (vLLM fixes logprobs_mode when the engine "
                 f"starts): create the backend with the option logprob_mode={logprob_mode!r}"
-            )
-        if not 0 <= top_k <= min(self.max_logprobs, self._vocab_size):
-            raise CaptureError(
-                f"top logprobs must be between 0 and {min(self.max_logprobs, self._vocab_size)} "
-                f"(the engine's max_logprobs option and the vocabulary size), got {top_k}"
-            )
-        if len(batch) > self.config.max_batch_size:
-            raise CaptureError(
-                f"a batch of {len(batch)} prompts exceeds max_batch_size ({self.config.max_batch_size}), "
-                "the engine's max_num_seqs: vLLM would split it"
             )
         if not batch:
             return []
@@ -228,18 +232,7 @@ class VLLMBackend:
         and ``max_tokens=1``, the batch scheduled together. vLLM computes prompt logprobs
         from the raw logits and skips its prefix cache for such requests (PR 17251).
         ``scored_steps`` says afterwards whether the batch was scheduled in one step."""
-        if self._closed:
-            raise CaptureError("the vllm backend is closed")
-        if not 0 <= top_k <= min(self.max_logprobs, self._vocab_size):
-            raise CaptureError(
-                f"top logprobs must be between 0 and {min(self.max_logprobs, self._vocab_size)} "
-                f"(the engine's max_logprobs option and the vocabulary size), got {top_k}"
-            )
-        if len(batch) > self.config.max_batch_size:
-            raise CaptureError(
-                f"a batch of {len(batch)} sequences exceeds max_batch_size ({self.config.max_batch_size}), "
-                "the engine's max_num_seqs: vLLM would split it"
-            )
+        self._check_request(len(batch), top_k, "sequences")
         if not batch:
             return []
         prompts = []
