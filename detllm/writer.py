@@ -42,6 +42,8 @@ class TraceWriter:
         self.partial_path = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
         self.header = header
         self.rows_written = 0
+        self.footer: Footer | None = None
+        """The footer, once :meth:`close` wrote it."""
         self._digest = hashlib.sha256()
         self._ids: set[str] = set()
         self._closed = False
@@ -77,6 +79,7 @@ class TraceWriter:
         if self._closed:
             return self.path
         footer = Footer(rows=self.rows_written, digest="sha256:" + self._digest.hexdigest())
+        self.footer = footer
         self._file.write(encode(footer) + b"\n")
         self._finish()
         os.replace(self.partial_path, self.path)

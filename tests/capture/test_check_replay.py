@@ -138,3 +138,40 @@ def test_nothing_diverges_nothing_is_replayed(tmp_path: Path) -> None:
     assert (report.replay.replays, report.replay.margins, report.replay.floors) == ([], [], [])
     assert report.replay.text == "No prompt's tokens diverge from run 0: nothing to replay."
     assert sorted(p.name for p in (out / "replays").iterdir()) == ["replays.json"]
+
+
+@pytest.mark.parametrize("every", [False, True])
+def test_pack_keeps_the_replays_of_its_prompts_and_judges_them_again(
+    replayed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], every: bool
+) -> None:
+    report = load_report(replayed / "report.json")
+    assert isinstance(report, CheckReport) and report.replay is not None
+    if not report.replay.margins:
+        pytest.skip("batch size 8 flipped no token on this CPU")
+    pack = tmp_path / "pack"
+    assert main(["pack", str(replayed), "--out", str(pack), "-q", *(["--all"] if every else [])]) == 0
+    kept = json.loads((pack / "run_config.json").read_text())["pack"]["kept"]
+    packed = load_report(pack / "report.json")
+    assert isinstance(packed, CheckReport) and packed.replay is not None
+    index = json.loads((pack / "replays" / "replays.json").read_text())
+    assert [r["name"] for r in index["replays"]] == [r.name for r in report.replay.replays]
+    for spec, original in zip(packed.replay.replays, report.replay.replays):
+        with open_trace(pack / spec.path) as reader:
+            header, got = reader.header, list(reader)
+        with open_trace(pack / "traces" / f"{spec.source}.jsonl") as reader:
+            list(reader)
+            source = reader.footer
+        # A packed replay names its packed source, and holds the kept prompts' rows of the original replay.
+        assert header.replay is not None and (header.replay.source_digest, header.replay.source_rows) == (source.digest, source.rows)
+        assert spec.prompts == [p for p in original.prompts if p in kept] and spec.rows == len(got)
+        assert [r.prompt_id for r in got] == [r.prompt_id for r in rows(replayed / original.path).values() if r.prompt_id in kept]
+        assert all(r == rows(replayed / original.path)[r.prompt_id] for r in got)
+    if every:  # nothing cut: the same measurements
+        assert packed.replay == report.replay and not packed.replay.unmeasured
+    measured = {(m.comparison, m.prompt_id): (m.left_setup, m.right_setup) for m in packed.replay.margins}
+    assert measured == {(m.comparison, m.prompt_id): (m.left_setup, m.right_setup) for m in report.replay.margins}
+    assert rebuild_check_report(pack).replay == packed.replay
+    assert main(["report", str(pack), "-q"]) == packed.exit_code()
+    readme = (pack / "README.md").read_text()
+    assert " --replay " in readme and "`replays/`" in readme
+    capsys.readouterr()
