@@ -46,7 +46,7 @@ from ..writer import PARTIAL_SUFFIX, TraceWriter
 from ._check import read_determinism, rebuild_check_report, recorded_runs
 from ._check_model import CheckReport
 from ._check_replay import REPLAY_INDEX, REPLAYS_DIR, read_index, write_index
-from ._load import load_report
+from ._load import load_check_statuses
 from ._render import write_report_dir
 
 README = "README.md"
@@ -73,12 +73,11 @@ class PackResult:
 
 def diverging_prompts(report: CheckReport, tier: int) -> list[str]:
     """Prompts that differ from run 0 in some run, at ``tier``."""
-    ids = []
-    for prompt in report.prompts:
-        statuses = {d.result.status for d in prompt.divergences}
-        if (tier == 1 and statuses & TIER1_FAILURES) or (tier == 2 and statuses - {"identical"}):
-            ids.append(prompt.prompt_id)
-    return ids
+    return [p.prompt_id for p in report.prompts if _diverges({d.result.status for d in p.divergences}, tier)]
+
+
+def _diverges(statuses: set[str] | frozenset[str], tier: int) -> bool:
+    return bool(statuses & TIER1_FAILURES) if tier == 1 else bool(statuses - {"identical"})
 
 
 def make_pack(
@@ -109,7 +108,8 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
         return _pack_run(base, Path(out), config, all_prompts)
     plan = config.check
     saved = base / "report.json"
-    report = load_report(saved) if saved.is_file() else None
+    # Only what the pack uses: the options, and the statuses of the prompts that diverge.
+    report, statuses = load_check_statuses(saved) if saved.is_file() else (None, [])
     if report is None:
         read_determinism(base)  # a check directory that cannot be judged is refused as before
     runs, incomplete = recorded_runs(base, plan.traces, allow_incomplete)
@@ -125,7 +125,7 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
     if all_prompts:
         keep = all_ids
     elif report is not None:
-        keep = diverging_prompts(report, tier)
+        keep = [pid for pid, found in statuses if _diverges(found, tier)]
     else:
         keep = _diverging_in_traces(base, plan, source_options, tier)
     if not keep:
