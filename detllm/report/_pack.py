@@ -344,7 +344,8 @@ def _filter_trace(
                 if not seen.add(pid):
                     raise TraceFormatError(reader.path, line, "prompt_id", f"duplicate prompt id {pid!r}")
                 if pid in wanted:
-                    writer.write(row if row is not None else reader.decode_row(line, raw))
+                    # Checked as the reader checks it; written as read when already canonical.
+                    writer.write(row if row is not None else reader.decode_row(line, raw), raw)
                     written.add(pid)
             missing = sorted(wanted - written) if every else []
             if missing and not partial:
