@@ -175,3 +175,44 @@ def test_pack_keeps_the_replays_of_its_prompts_and_judges_them_again(
     readme = (pack / "README.md").read_text()
     assert " --replay " in readme and "`replays/`" in readme
     capsys.readouterr()
+
+
+def _replays_changed(replayed: Path, tmp_path: Path, change: str) -> tuple[Path, str]:
+    import shutil
+
+    import msgspec
+
+    from detllm import TraceWriter
+
+    check = tmp_path / "check"
+    shutil.copytree(replayed, check)
+    index_path = check / "replays" / "replays.json"
+    index = json.loads(index_path.read_text())
+    if not index["replays"]:
+        pytest.skip("batch size 8 flipped no token on this CPU")
+    spec = index["replays"][0]
+    if change == "digest":
+        path = check / spec["path"]
+        with open_trace(path) as reader:
+            header, got = reader.header, list(reader)
+        assert header.replay is not None
+        header = msgspec.structs.replace(header, replay=msgspec.structs.replace(header.replay, source_digest="sha256:" + "0" * 64))
+        path.unlink()
+        with TraceWriter(path, header) as writer:
+            for row in got:
+                writer.write(row)
+        return check, (f"{path}:1: replay.source_digest: sha256:{'0' * 64} is not the digest of the run it replays "
+                       f"({spec['source']})")
+    spec["path"] = "../outside.jsonl"
+    index_path.write_text(json.dumps(index))
+    return check, f"{index_path}:1: replays.path: '../outside.jsonl' is not a file in replays/"
+
+
+@pytest.mark.parametrize("change", ["digest", "path"])
+def test_pack_refuses_a_replay_that_names_another_source_or_lies_outside_replays(
+    replayed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], change: str
+) -> None:
+    check, message = _replays_changed(replayed, tmp_path, change)
+    assert main(["pack", str(check), "--out", str(tmp_path / "pack"), "--all"]) == 2
+    assert capsys.readouterr().err == f"detllm: {message}\n"
+    assert not (tmp_path / "pack").exists() and not (tmp_path / "outside.jsonl").exists()
