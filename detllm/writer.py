@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+import msgspec
+
 from .trace import Footer, Header, Row, encode, header_problems, row_problems
 
 __all__ = ["PARTIAL_SUFFIX", "TraceWriter", "write_trace"]
@@ -42,6 +44,8 @@ class TraceWriter:
         self.partial_path = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
         self.header = header
         self.rows_written = 0
+        self.footer: Footer | None = None
+        """The footer, once :meth:`close` wrote it."""
         self._digest = hashlib.sha256()
         self._ids: set[str] = set()
         self._closed = False
@@ -51,19 +55,27 @@ class TraceWriter:
         self._file: BinaryIO = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) if self.path.suffix == ".gz" else raw  # type: ignore[assignment]
         self._file.write(encode(header) + b"\n")
 
-    def write(self, row: Row) -> None:
-        """Canonicalise, check and append one row."""
+    def write(self, row: Row, raw: bytes | None = None) -> None:
+        """Canonicalise, check and append one row.
+
+        ``raw``: the line ``row`` was decoded from (without its newline). When it is
+        already ``row``'s canonical encoding it is written as it is, so that a large row
+        is not copied again to be canonicalised and encoded."""
         if self._closed:
             raise ValueError("write to a closed TraceWriter")
-        row = canonical_row(row)
+        line = raw if raw is not None and is_canonical(row) and _encodes_as(row, raw) else None
+        if line is None:
+            row = canonical_row(row)
         for field, problem in row_problems(row, self.header):
             raise ValueError(f"row {row.prompt_id!r}: {field}: {problem}")
         if row.prompt_id in self._ids:
             raise ValueError(f"row {row.prompt_id!r}: prompt_id: duplicate prompt id")
         self._ids.add(row.prompt_id)
-        line = encode(row) + b"\n"
-        self._digest.update(line)
-        self._file.write(line)
+        if line is None:
+            line = encode(row)
+        for part in (line, b"\n"):  # not joined: a copy of a large line
+            self._digest.update(part)
+            self._file.write(part)
         self.rows_written += 1
 
     def flush(self) -> None:
@@ -77,6 +89,7 @@ class TraceWriter:
         if self._closed:
             return self.path
         footer = Footer(rows=self.rows_written, digest="sha256:" + self._digest.hexdigest())
+        self.footer = footer
         self._file.write(encode(footer) + b"\n")
         self._finish()
         os.replace(self.partial_path, self.path)
@@ -132,6 +145,58 @@ def canonical_row(row: Row) -> Row:
         batch=row.batch,
         ranks=None if row.ranks is None else [int(r) for r in row.ranks],
     )
+
+
+def is_canonical(row: Row) -> bool:
+    """``row`` is what :func:`canonical_row` makes of it, checked without a copy: every
+    top-k step sorted by descending logprob then token id, with finite logprobs, and
+    ``token_texts`` sorted by id. (A decoded row has the field types already.)"""
+    finite = math.isfinite
+    for value in row.logprobs or ():
+        if type(value) is not float or not finite(value):
+            return False
+    for step in row.top_logprobs or ():
+        previous: tuple[int, float] | None = None
+        for entry in step:
+            token, value = entry
+            if type(token) is not int or type(value) is not float or not finite(value):
+                return False
+            if previous is not None and (-previous[1], previous[0]) > (-value, token):
+                return False
+            previous = entry
+    texts = row.token_texts
+    if texts is not None:
+        keys = list(texts)
+        if any(type(k) is not int for k in keys) or keys != sorted(keys):
+            return False
+    return True
+
+
+_STEPS_AT_ONCE = 4096
+_NULL_TOP = b'"top_logprobs":null'
+
+
+def _encodes_as(row: Row, raw: bytes) -> bool:
+    """``encode(row) == raw``, with the top-k steps encoded a few thousand at a time
+    (they are most of a large row), so that no second copy of the line is made."""
+    top = row.top_logprobs
+    if top is None or len(top) <= _STEPS_AT_ONCE:
+        return encode(row) == raw
+    rest = encode(msgspec.structs.replace(row, top_logprobs=None))
+    at = rest.find(_NULL_TOP)
+    head, tail = rest[: at + len(_NULL_TOP) - len(b"null")], rest[at + len(_NULL_TOP) :]
+    view = memoryview(raw)
+    end = len(view) - len(tail)
+    if view[: len(head)] != head or view[end:] != tail or view[len(head) : len(head) + 1] != b"[":
+        return False
+    pos = len(head) + 1
+    for start in range(0, len(top), _STEPS_AT_ONCE):
+        chunk = msgspec.json.encode(top[start : start + _STEPS_AT_ONCE])
+        part = chunk[1:-1] if start == 0 else b"," + chunk[1:-1]
+        if view[pos : pos + len(part)] != part:
+            return False
+        pos += len(part)
+    return pos + 1 == end and view[pos:end] == b"]"
 
 
 def _canonical_step(prompt_id: str, index: int, step: Iterable[tuple[int, float]]) -> list[tuple[int, float]]:

@@ -215,3 +215,27 @@ BAD_UTF8 = b'{"record": "row", "prompt_id": "caf\xc3"}'
 )
 def test_bad_utf8_is_worded_by_detllm_whatever_msgspec_raised(exc: Exception) -> None:
     assert explain(exc, BAD_UTF8) == ("-", "not valid UTF-8 (byte 0xc3 at column 36)")
+
+
+@pytest.mark.parametrize("steps", [3, 5000])  # 5000: the top-k steps compared a few thousand at a time
+def test_a_row_given_with_its_canonical_line_is_written_as_it_is_and_any_other_line_as_the_row(
+    tmp_path: Path, steps: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from detllm import writer as module
+    from detllm.trace import Decoding
+
+    header = make_header(decoding=Decoding(do_sample=False, max_new_tokens=steps))
+    row = make_row("p0", n=steps)
+    canonical = encode(row)
+    assert row.top_logprobs is not None
+    unsorted = msgspec.structs.replace(row, top_logprobs=[list(reversed(step)) for step in row.top_logprobs])
+    original, calls = module.canonical_row, []
+    monkeypatch.setattr(module, "canonical_row", lambda r: calls.append(r) or original(r))
+    for number, (given, raw) in enumerate([(row, canonical), (row, canonical.replace(b",", b", ", 1)),
+                                           (row, canonical[:-1] + b" }"), (unsorted, encode(unsorted)), (row, None)]):
+        calls.clear()
+        with TraceWriter(tmp_path / f"t{number}.jsonl", header) as writer:
+            writer.write(given, raw)
+        assert (tmp_path / f"t{number}.jsonl").read_bytes().splitlines()[1] == canonical  # the same bytes every way
+        assert bool(calls) == (raw is not canonical), number  # canonicalised unless the line already was
+    assert module.is_canonical(row) and not module.is_canonical(unsorted)

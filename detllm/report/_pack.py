@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ from ..diff._rows import prompt_id_of
 from ..diff._seen import SeenIds
 from ..errors import InputError, TraceFormatError, UsageError
 from ..reader import open_trace
+from ..trace import Footer, Header
 from ..rundir import (
     CheckPlan,
     DETERMINISM_FILE,
@@ -44,7 +45,8 @@ from ..rundir import (
 from ..writer import PARTIAL_SUFFIX, TraceWriter
 from ._check import read_determinism, rebuild_check_report, recorded_runs
 from ._check_model import CheckReport
-from ._load import load_report
+from ._check_replay import REPLAY_INDEX, REPLAYS_DIR, read_index, write_index
+from ._load import load_check_statuses
 from ._render import write_report_dir
 
 README = "README.md"
@@ -71,12 +73,11 @@ class PackResult:
 
 def diverging_prompts(report: CheckReport, tier: int) -> list[str]:
     """Prompts that differ from run 0 in some run, at ``tier``."""
-    ids = []
-    for prompt in report.prompts:
-        statuses = {d.result.status for d in prompt.divergences}
-        if (tier == 1 and statuses & TIER1_FAILURES) or (tier == 2 and statuses - {"identical"}):
-            ids.append(prompt.prompt_id)
-    return ids
+    return [p.prompt_id for p in report.prompts if _diverges({d.result.status for d in p.divergences}, tier)]
+
+
+def _diverges(statuses: set[str] | frozenset[str], tier: int) -> bool:
+    return bool(statuses & TIER1_FAILURES) if tier == 1 else bool(statuses - {"identical"})
 
 
 def make_pack(
@@ -107,7 +108,8 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
         return _pack_run(base, Path(out), config, all_prompts)
     plan = config.check
     saved = base / "report.json"
-    report = load_report(saved) if saved.is_file() else None
+    # Only what the pack uses: the options, and the statuses of the prompts that diverge.
+    report, statuses = load_check_statuses(saved) if saved.is_file() else (None, [])
     if report is None:
         read_determinism(base)  # a check directory that cannot be judged is refused as before
     runs, incomplete = recorded_runs(base, plan.traces, allow_incomplete)
@@ -123,7 +125,7 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
     if all_prompts:
         keep = all_ids
     elif report is not None:
-        keep = diverging_prompts(report, tier)
+        keep = [pid for pid, found in statuses if _diverges(found, tier)]
     else:
         keep = _diverging_in_traces(base, plan, source_options, tier)
     if not keep:
@@ -139,9 +141,11 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
     directory = out  # claimed by make_pack
     (directory / TRACES_DIR).mkdir()
     wanted = set(keep)
+    footers: dict[str, tuple[Footer | None, Footer]] = {}
     for run in runs:
         # A trace that did not finish is packed whole: its complete rows, with a footer.
-        _filter_trace(base / run.path, directory / run.path.removesuffix(PARTIAL_SUFFIX), wanted)
+        footers[run.name] = _filter_trace(base / run.path, directory / run.path.removesuffix(PARTIAL_SUFFIX), wanted)
+    replayed = _pack_replays(base, directory, wanted, footers)
     for name in (ENV_FILE, DETERMINISM_FILE):
         shutil.copyfile(base / name, directory / name)
     for isolated in sorted((base / ISOLATED_DIR).glob(f"*/{DETERMINISM_FILE}")):
@@ -166,7 +170,7 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
         "detllm", "check", *config.settings.arguments(),
         "--runs", str(plan.runs), "--batch-size", ",".join(map(str, plan.batch_sizes)),
         "--compositions", ",".join(plan.compositions) if plan.compositions else "",
-        *(["--isolate"] if plan.isolate else []),
+        *(["--isolate"] if plan.isolate else []), *(["--replay"] if replayed else []),
         "--tier", str(tier), *(["--atol", f"{plan.atol:g}"] if plan.atol else []),
         "--prompt-file", PROMPT_FILE, "--out", "again",
     ]  # fmt: skip
@@ -177,7 +181,7 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
         at = command.index("--batch-size")
         command[at : at + 2] = ["--concurrency", ",".join(map(str, plan.concurrency))]
     write_report_dir(packed_report, directory, command=command)
-    readme = _check_readme(base, packed_report, plan, keep, len(all_ids), tier, command, config.command)
+    readme = _check_readme(base, packed_report, plan, keep, len(all_ids), tier, command, config.command, replayed)
     if incomplete:
         readme = readme.replace("\n## What was found\n", f"\n{incomplete[0]}\n\n## What was found\n", 1)
     _write(directory / README, readme.encode())
@@ -269,9 +273,57 @@ def _removed_on_failure(directory: Path, *, created: bool) -> Iterator[None]:
 _ID_MEMBER = b'"prompt_id"'
 
 
-def _filter_trace(source: Path, target: Path, wanted: set[str]) -> None:
+def _pack_replays(base: Path, directory: Path, wanted: set[str], footers: dict[str, tuple[Footer | None, Footer]]) -> bool:
+    """Copy the check's replays (``detllm check --replay``), cut to the ``wanted`` prompts;
+    False when the check was not replayed.
+
+    A replay names its source by the footer digest (P6), and the pack re-writes the
+    sources: each packed replay's ``Header.replay`` names its packed source (digest and
+    rows), after the original replay was checked against the original source. A replay
+    left with no prompt is dropped from the index."""
+    replays = read_index(base)
+    if replays is None:
+        return False
+    (directory / REPLAYS_DIR).mkdir()
+    index_path = base / REPLAY_INDEX
+    kept = []
+    for spec in replays:
+        if spec.source not in footers:
+            raise InputError(f"{index_path}: replay {spec.name!r} replays run {spec.source!r}, which the check does not hold")
+        prompts = [p for p in spec.prompts if p in wanted]
+        if not prompts:
+            continue
+        original, packed = footers[spec.source]
+        where = Path(spec.path)
+        if where.parent != Path(REPLAYS_DIR) or where.name.startswith(".") or where.is_absolute():
+            raise TraceFormatError(str(index_path), 1, "replays.path", f"{spec.path!r} is not a file in {REPLAYS_DIR}/")
+        source = base / spec.path
+        if not source.is_file():
+            raise InputError(f"{source}: no such file (listed in {REPLAY_INDEX})")
+
+        def renamed(header: Header, path: Path = source, original: Footer | None = original, packed: Footer = packed) -> Header:
+            named = header.replay
+            if named is None:
+                raise TraceFormatError(str(path), 1, "replay", "a replay trace listed in replays.json has no replay member")
+            if original is None or named.source_digest != original.digest:
+                raise TraceFormatError(str(path), 1, "replay.source_digest",
+                                       f"{named.source_digest} is not the digest of the run it replays ({spec.source})")
+            return msgspec.structs.replace(header, replay=msgspec.structs.replace(
+                named, source_digest=packed.digest, source_rows=packed.rows))
+
+        _, footer = _filter_trace(source, directory / spec.path, wanted, every=False, header=renamed)
+        kept.append(msgspec.structs.replace(spec, prompts=prompts, rows=footer.rows))
+    write_index(directory, kept)
+    return True
+
+
+def _filter_trace(
+    source: Path, target: Path, wanted: set[str], *, every: bool = True, header: Callable[[Header], Header] | None = None
+) -> tuple[Footer | None, Footer]:
     """Copy ``source`` to ``target`` with only the rows of ``wanted`` prompts: every one of
-    them, unless ``source`` is a trace that did not finish (then its complete rows).
+    them (``every``), unless ``source`` is a trace that did not finish (then its complete
+    rows). ``header`` makes the target's header from the source's. Returns the source's
+    footer (None for a trace that did not finish) and the target's.
 
     Rows are read as raw lines and one at a time. A kept row is decoded, checked as the
     reader checks it, and written; of the others only the prompt id is read (as ``diff``
@@ -282,8 +334,7 @@ def _filter_trace(source: Path, target: Path, wanted: set[str]) -> None:
     seen = SeenIds()
     partial = source.name.endswith(PARTIAL_SUFFIX)
     with open_trace(source, allow_incomplete=partial) as reader:
-        header = reader.header
-        with TraceWriter(target, header) as writer:
+        with TraceWriter(target, reader.header if header is None else header(reader.header)) as writer:
             for line, raw in reader.raw_rows():
                 pid = prompt_id_of(raw)
                 row = None
@@ -293,15 +344,18 @@ def _filter_trace(source: Path, target: Path, wanted: set[str]) -> None:
                 if not seen.add(pid):
                     raise TraceFormatError(reader.path, line, "prompt_id", f"duplicate prompt id {pid!r}")
                 if pid in wanted:
-                    writer.write(row if row is not None else reader.decode_row(line, raw))
+                    # Checked as the reader checks it; written as read when already canonical.
+                    writer.write(row if row is not None else reader.decode_row(line, raw), raw)
                     written.add(pid)
-            missing = sorted(wanted - written)
+            missing = sorted(wanted - written) if every else []
             if missing and not partial:
                 raise InputError(
                     f"{source}: has no row for prompt {missing[0]!r}"
                     + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                     + f", which {RUN_CONFIG_FILE} lists"
                 )
+        assert writer.footer is not None
+        return reader.footer, writer.footer
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -312,7 +366,7 @@ def _write(path: Path, data: bytes) -> None:
 
 def _check_readme(
     base: Path, report: CheckReport, plan: Any, keep: list[str], total: int, tier: int, command: list[str],
-    original: list[str] | None,
+    original: list[str] | None, replayed: bool = False,
 ) -> str:
     comparisons = []
     for c in report.comparisons:
@@ -331,6 +385,8 @@ def _check_readme(
         "one that made the original check, on every prompt)",
         f"- `{ENV_FILE}`, `{DETERMINISM_FILE}`: the machine and the determinism controls",
         f"- `{TRACES_DIR}/`: each run's trace, with these prompts' rows only",
+        *([f"- `{REPLAYS_DIR}/`: the check's replays (`--replay`), with these prompts' rows only; each names "
+           "its packed run's trace as its source"] if replayed else []),
         "- `report.txt`, `report.md`, `report.json`, `report.html`, `diffs/first_divergence.json`: the check's "
         "report on them (open `report.html` in a browser)",
         "",

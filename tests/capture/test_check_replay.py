@@ -161,3 +161,81 @@ def test_a_replayed_batch_the_engine_split_is_reported(replayed: Path, tmp_path:
         f"The engine did not score every replayed batch as one batch ({first['name']} (1 of 2) split over several "
         "steps, or with no scheduling times): those replays stand for smaller batches than their setup's."
     )
+
+
+@pytest.mark.parametrize("every", [False, True])
+def test_pack_keeps_the_replays_of_its_prompts_and_judges_them_again(
+    replayed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], every: bool
+) -> None:
+    report = load_report(replayed / "report.json")
+    assert isinstance(report, CheckReport) and report.replay is not None
+    if not report.replay.margins:
+        pytest.skip("batch size 8 flipped no token on this CPU")
+    pack = tmp_path / "pack"
+    assert main(["pack", str(replayed), "--out", str(pack), "-q", *(["--all"] if every else [])]) == 0
+    kept = json.loads((pack / "run_config.json").read_text())["pack"]["kept"]
+    packed = load_report(pack / "report.json")
+    assert isinstance(packed, CheckReport) and packed.replay is not None
+    index = json.loads((pack / "replays" / "replays.json").read_text())
+    assert [r["name"] for r in index["replays"]] == [r.name for r in report.replay.replays]
+    for spec, original in zip(packed.replay.replays, report.replay.replays):
+        with open_trace(pack / spec.path) as reader:
+            header, got = reader.header, list(reader)
+        with open_trace(pack / "traces" / f"{spec.source}.jsonl") as reader:
+            list(reader)
+            source = reader.footer
+        # A packed replay names its packed source, and holds the kept prompts' rows of the original replay.
+        assert header.replay is not None and (header.replay.source_digest, header.replay.source_rows) == (source.digest, source.rows)
+        assert spec.prompts == [p for p in original.prompts if p in kept] and spec.rows == len(got)
+        assert [r.prompt_id for r in got] == [r.prompt_id for r in rows(replayed / original.path).values() if r.prompt_id in kept]
+        assert all(r == rows(replayed / original.path)[r.prompt_id] for r in got)
+    if every:  # nothing cut: the same measurements
+        assert packed.replay == report.replay and not packed.replay.unmeasured
+    measured = {(m.comparison, m.prompt_id): (m.left_setup, m.right_setup) for m in packed.replay.margins}
+    assert measured == {(m.comparison, m.prompt_id): (m.left_setup, m.right_setup) for m in report.replay.margins}
+    assert rebuild_check_report(pack).replay == packed.replay
+    assert main(["report", str(pack), "-q"]) == packed.exit_code()
+    readme = (pack / "README.md").read_text()
+    assert " --replay " in readme and "`replays/`" in readme
+    capsys.readouterr()
+
+
+def _replays_changed(replayed: Path, tmp_path: Path, change: str) -> tuple[Path, str]:
+    import shutil
+
+    import msgspec
+
+    from detllm import TraceWriter
+
+    check = tmp_path / "check"
+    shutil.copytree(replayed, check)
+    index_path = check / "replays" / "replays.json"
+    index = json.loads(index_path.read_text())
+    if not index["replays"]:
+        pytest.skip("batch size 8 flipped no token on this CPU")
+    spec = index["replays"][0]
+    if change == "digest":
+        path = check / spec["path"]
+        with open_trace(path) as reader:
+            header, got = reader.header, list(reader)
+        assert header.replay is not None
+        header = msgspec.structs.replace(header, replay=msgspec.structs.replace(header.replay, source_digest="sha256:" + "0" * 64))
+        path.unlink()
+        with TraceWriter(path, header) as writer:
+            for row in got:
+                writer.write(row)
+        return check, (f"{path}:1: replay.source_digest: sha256:{'0' * 64} is not the digest of the run it replays "
+                       f"({spec['source']})")
+    spec["path"] = "../outside.jsonl"
+    index_path.write_text(json.dumps(index))
+    return check, f"{index_path}:1: replays.path: '../outside.jsonl' is not a file in replays/"
+
+
+@pytest.mark.parametrize("change", ["digest", "path"])
+def test_pack_refuses_a_replay_that_names_another_source_or_lies_outside_replays(
+    replayed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], change: str
+) -> None:
+    check, message = _replays_changed(replayed, tmp_path, change)
+    assert main(["pack", str(check), "--out", str(tmp_path / "pack"), "--all"]) == 2
+    assert capsys.readouterr().err == f"detllm: {message}\n"
+    assert not (tmp_path / "pack").exists() and not (tmp_path / "outside.jsonl").exists()

@@ -12,6 +12,7 @@ import pytest
 from detllm.cli import main
 from detllm.report import load_report, rebuild_check_report
 from detllm.rundir import plan_runs
+from detllm.report._load import load_check_statuses
 from detllm.report._pack import diverging_prompts, make_pack
 from tests.diff._traces import flip_at, header, rows, write
 
@@ -75,3 +76,48 @@ def test_a_pack_of_many_rows_keeps_exactly_the_diverging_ones(tmp_path: Path) ->
         assert (out / "traces" / trace.name).read_bytes().splitlines()[1:-1] == kept
     assert main(["validate", *map(str, sorted((out / "traces").glob("*.jsonl")))]) == 0
     assert f"the original check, on all {n} prompts" in (out / "README.md").read_text().lower()
+
+
+def test_a_saved_check_report_is_read_as_it_goes_with_the_statuses_load_report_gives(tmp_path: Path) -> None:
+    source = tmp_path / "check"
+    _check_dir(source, 300, set(range(3, 300, 41)))
+    assert main(["report", str(source), "--out", str(source), "-q"]) == 1
+    full = load_report(source / "report.json")
+    head, statuses = load_check_statuses(source / "report.json")
+    assert head.prompts == [] and head.options == full.options and head.runs == full.runs  # streamed: no prompts held
+    assert statuses == [(p.prompt_id, frozenset(d.result.status for d in p.divergences)) for p in full.prompts if p.divergences]
+    assert [pid for pid, _ in statuses] == diverging_prompts(full, 1) == [f"p{i}" for i in range(3, 300, 41)]
+    compact = tmp_path / "compact.json"  # another layout: loaded whole, the same answer
+    compact.write_bytes(json.dumps(json.loads((source / "report.json").read_text())).encode())
+    whole, again = load_check_statuses(compact)
+    assert again == statuses and whole.prompts == full.prompts
+
+
+def _spoiled(tmp_path: Path, old: bytes, new: bytes) -> Path:
+    source = tmp_path / "check"
+    _check_dir(source, 40, {5, 9})
+    assert main(["report", str(source), "--out", str(source), "-q"]) == 1
+    data = (source / "report.json").read_bytes()
+    assert old in data
+    (source / "report.json").write_bytes(data.replace(old, new, 1))
+    return source
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "problem"),
+    [
+        (b'"status": "tokens_diverge"', b'"status": "bogus"', "prompts[5].divergences[0].result.status",
+         "invalid enum value 'bogus'"),
+        (b'"status": "tokens_diverge"', b'"status": "identical", "status": "tokens_diverge"',
+         "prompts[5].divergences[0].result.status", "repeated"),
+        (b'"comparison": 1', b'"comparison": "1"', "prompts[5].divergences[0].comparison", "expected int, got str"),
+    ],
+)
+def test_a_bad_member_pack_uses_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], old: bytes, new: bytes, field: str, problem: str
+) -> None:
+    source = _spoiled(tmp_path, old, new)
+    assert main(["pack", str(source), "--out", str(tmp_path / "pack")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(source / "report.json") in err and field in err and problem in err.lower(), err
+    assert not (tmp_path / "pack").exists()
