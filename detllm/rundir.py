@@ -232,13 +232,18 @@ class RunConfigFile(msgspec.Struct, frozen=True, kw_only=True):
 
     path: Path
     document: dict[str, Any]
-    """The JSON object as written, unknown members included (``pack`` copies it)."""
+    """The JSON object as written, unknown members included, but for ``prompts`` (read
+    into :attr:`prompts` alone: ``pack`` copies the rest)."""
     settings: RunSettings
     """Of the type the reader was asked for (:class:`RunSettings` or a subclass)."""
     prompts: list[Prompt]
     command: list[str] | None
     check: CheckPlan | None
     """The plan of a check directory's traces; None for a run directory."""
+
+
+_members = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_entries = msgspec.json.Decoder(list[PromptEntry])
 
 
 def read_run_config(directory: str | os.PathLike[str], settings: type[RunSettings] = RunSettings) -> RunConfigFile:
@@ -257,12 +262,20 @@ def read_run_config(directory: str | os.PathLike[str], settings: type[RunSetting
         raise InputError(f"{path}: no such file (give a run or check directory)") from None
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror or exc}") from None
+    # The prompts (a million, in a large check) are decoded once, straight into their
+    # records; every other member as plain JSON, unknown ones included.
     try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise RunDirectoryError(where, exc.lineno, "-", f"not valid JSON ({exc.msg})") from None
-    if not isinstance(document, dict):
-        raise RunDirectoryError(where, 1, "-", "not a detLLM run_config.json (a JSON object is required)")
+        members = _members.decode(data)
+        listed = members.pop("prompts", None)
+        document = {key: orjson.loads(memoryview(raw)) for key, raw in members.items()}
+    except (msgspec.DecodeError, orjson.JSONDecodeError):
+        try:  # not an object of members: orjson words the error and gives its line
+            whole = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise RunDirectoryError(where, exc.lineno, "-", f"not valid JSON ({exc.msg})") from None
+        if not isinstance(whole, dict):
+            raise RunDirectoryError(where, 1, "-", "not a detLLM run_config.json (a JSON object is required)") from None
+        raise  # an object whose members orjson reads but msgspec does not: not expected
     if document.get("format") != RUN_CONFIG_FORMAT:
         raise RunDirectoryError(
             where, 1, "format", f"expected {RUN_CONFIG_FORMAT!r}, got {document.get('format')!r}: not a detLLM run_config.json"
@@ -282,8 +295,13 @@ def read_run_config(directory: str | os.PathLike[str], settings: type[RunSetting
     except msgspec.ValidationError as exc:
         field, problem = explain_validation(str(exc))
         raise RunDirectoryError(where, 1, field, problem) from None
+    try:
+        entries = _entries.decode(listed) if listed is not None else []
+    except msgspec.ValidationError as exc:  # msgspec says `$[3].id` of the list: the document's prompts[3].id
+        field, problem = explain_validation(str(exc).replace("`$", "`$.prompts", 1))
+        raise RunDirectoryError(where, 1, field, problem) from None
     prompts = []
-    for i, entry in enumerate(parsed.prompts):
+    for i, entry in enumerate(entries):
         if (entry.prompt is None) == (entry.input_ids is None):
             raise RunDirectoryError(where, 1, f"prompts[{i}]", "needs exactly one of prompt and input_ids")
         token_ids = tuple(entry.input_ids) if entry.input_ids is not None else None

@@ -40,6 +40,7 @@ from ..rundir import (
     TRACES_DIR,
     RunConfigFile,
     prompt_lines,
+    prompt_record,
     read_run_config,
 )
 from ..writer import PARTIAL_SUFFIX, TraceWriter
@@ -155,7 +156,7 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
             if (isolated.parent / name).is_file():
                 shutil.copyfile(isolated.parent / name, target / name)
     packed = dict(document)
-    packed["prompts"] = [p for p in document.get("prompts", []) if p["id"] in wanted]
+    packed["prompts"] = [prompt_record(p) for p in config.prompts if p.id in wanted]
     packed["pack"] = {"source": str(base), "prompts": len(all_ids), "kept": keep, "tier": tier}
     if incomplete:
         packed["check"] = dict(packed["check"], traces=[
