@@ -24,8 +24,9 @@ pytestmark = pytest.mark.hf
 FAST = ["--device", "cpu", "--max-new-tokens", "8", "--mode", "strict"]
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _needs_torch():
+    # Module scope: it runs before the module-scoped fixtures that load a model.
     pytest.importorskip("torch")
 
 

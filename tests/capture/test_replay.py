@@ -18,8 +18,9 @@ pytestmark = pytest.mark.hf
 COMMON = ["--device", "cpu", "--mode", "strict"]
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _needs_torch():
+    # Module scope: it runs before the module-scoped fixtures that load a model.
     pytest.importorskip("torch")
 
 

@@ -22,8 +22,9 @@ pytestmark = pytest.mark.hf
 PROMPTS = prompts_from_texts(DEFAULT_PROMPTS)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _needs_torch():
+    # Module scope: it runs before the module-scoped fixtures that load a model.
     pytest.importorskip("torch")
 
 
