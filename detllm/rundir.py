@@ -275,7 +275,7 @@ def read_run_config(directory: str | os.PathLike[str], settings: type[RunSetting
             raise RunDirectoryError(where, exc.lineno, "-", f"not valid JSON ({exc.msg})") from None
         if not isinstance(whole, dict):
             raise RunDirectoryError(where, 1, "-", "not a detLLM run_config.json (a JSON object is required)") from None
-        raise  # an object whose members orjson reads but msgspec does not: not expected
+        raise RunDirectoryError(where, 1, "-", "not valid JSON (its members cannot be read)") from None
     if document.get("format") != RUN_CONFIG_FORMAT:
         raise RunDirectoryError(
             where, 1, "format", f"expected {RUN_CONFIG_FORMAT!r}, got {document.get('format')!r}: not a detLLM run_config.json"
