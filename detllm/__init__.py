@@ -118,6 +118,10 @@ def check(
     atol: float = DiffOptions.atol,
     progress: Progress | None = None,
     replay: bool = False,
+    sweep: Sequence[str] = (),
+    sweep_mode: str = "one-at-a-time",
+    concurrency: Sequence[int] = (1, 8),
+    prefix_cache_probe: bool = False,
     **settings: Any,
 ) -> CheckResult:
     """Repeat runs and sweep batch sizes on one loaded model (see ``docs/python_api.md``).
@@ -129,7 +133,11 @@ def check(
     per-prompt results and the report. ``out``: the check directory to write; None
     keeps nothing on disk. ``settings`` are the fields of
     :class:`~detllm.capture.runner.RunConfig` other than ``batch_size`` and
-    ``composition``.
+    ``composition``. ``sweep`` / ``sweep_mode``: ``--sweep KEY=V1,V2`` items and
+    ``--sweep-mode``. With ``backend="openai"`` (``options={"base_url": URL}``) it is a
+    server check: ``runs`` at each ``concurrency`` level, ``prefix_cache_probe`` as
+    ``--prefix-cache-probe``; batch sizes, compositions, isolation, replay and sweeps
+    are an in-process check's and are refused there.
     """
     from .capture.check import check as run_check
     from .capture.runner import RunConfig, as_prompts
@@ -141,6 +149,14 @@ def check(
         config = RunConfig(model=model, **settings)
     except TypeError as exc:
         raise UsageError(f"detllm.check: {exc}") from None
+    if config.backend == "openai":
+        return _server_check(config, as_prompts(prompts), out=out, runs=runs, tier=tier, atol=atol, progress=progress,
+                             concurrency=concurrency, prefix_cache_probe=prefix_cache_probe,
+                             in_process={"batch_sizes": tuple(batch_sizes) != (1, 8), "compositions": compositions is not None,
+                                         "isolate": isolate, "replay": replay, "sweep": bool(sweep)})
+    if prefix_cache_probe or tuple(concurrency) != (1, 8):
+        given = "prefix_cache_probe" if prefix_cache_probe else "concurrency"
+        raise UsageError(f"detllm.check: {given} applies to backend='openai' only (a server check)")
     return run_check(
         config,
         as_prompts(prompts),
@@ -152,8 +168,24 @@ def check(
         atol=atol,
         out=out,
         progress=progress,
+        sweep=sweep,
+        sweep_mode=sweep_mode,
         replay=replay,
     )
+
+
+def _server_check(config: Any, prompts: Any, *, out: Any, runs: int, tier: int, atol: float, progress: Any,
+                  concurrency: Sequence[int], prefix_cache_probe: bool, in_process: dict[str, bool]) -> CheckResult:
+    """``detllm.check`` against a server: the concurrency check of ``detllm check --backend openai``."""
+    from .capture.concurrency import ServerCheck, parse_levels, server_check
+
+    refused = [name for name, given in in_process.items() if given]
+    if refused:
+        raise UsageError(f"detllm.check: {refused[0]} needs an in-process backend (hf or vllm), not backend='openai'; "
+                         "a server check takes runs, concurrency and prefix_cache_probe")
+    asked = ServerCheck(runs=runs, levels=tuple(parse_levels(concurrency)), tier=tier, atol=atol,
+                        prefix_cache_probe=prefix_cache_probe)
+    return server_check(config, prompts, asked, out=out, progress=progress)  # type: ignore[no-any-return]
 
 
 def replay(

@@ -146,3 +146,17 @@ def test_bisect_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["bisect", str(tmp_path / "nope"), str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err == f"detllm: {tmp_path / 'nope' / 'run_config.json'}: no such file (give a run or check directory)\n"
     assert not (tmp_path / "o").exists()
+
+
+def test_the_python_check_sweeps_too(tmp_path: Path) -> None:
+    import detllm
+
+    result = detllm.check("tiny-llama", None, runs=2, batch_sizes=[1], compositions=[], sweep=["dtype=bfloat16"],
+                          max_new_tokens=16, device="cpu", out=tmp_path / "c")
+    sweep = result.report.sweep
+    assert sweep is not None and [v.name for v in sweep.variants] == ["dtype=bfloat16"]
+    (variant,) = sweep.variants
+    assert variant.applied == {"dtype": "bfloat16"} and variant.fresh_process and variant.stable is False
+    assert variant.comparisons[0].divergent == _token_divergent(tmp_path / "c" / sweep.baseline,
+                                                                tmp_path / "c" / "traces" / f"{variant.comparisons[0].trace}.jsonl")
+    assert result.exit_code == 1

@@ -308,3 +308,29 @@ def test_a_sweep_against_a_server_is_refused_in_one_line(tmp_path: Path, capsys:
     assert code == 2
     assert err.count("\n") == 1 and "--sweep needs an in-process backend (hf or vllm)" in err
     assert not (tmp_path / "c").exists()
+
+
+def test_the_python_check_against_a_server_is_the_concurrency_check(tmp_path: Path) -> None:
+    import detllm
+
+    with FakeServer(delay=0.25, flip_when_crowded=True) as server:
+        result = detllm.check(MODEL, ["hello", "world", "again"], backend="openai", options={"base_url": server.url},
+                              runs=2, concurrency=[1, 3], max_new_tokens=6, out=tmp_path / "c")
+    verdict = result.report.verdict
+    assert verdict.tier1 is True and verdict.concurrency_invariant is False and result.exit_code == 1
+    assert sorted(result.trace_paths) == ["c1-run0", "c1-run1", "c3-run0", "c3-run1"]
+    assert json.loads((tmp_path / "c" / "report.json").read_text())["concurrency"]["levels"][0]["odd"] == 0
+
+
+def test_the_python_check_refuses_what_a_server_check_cannot_do() -> None:
+    import detllm
+    from detllm.errors import UsageError
+
+    for asked, name in (({"sweep": ["dtype=bfloat16"]}, "sweep"), ({"replay": True}, "replay"),
+                        ({"batch_sizes": [1, 4]}, "batch_sizes"), ({"isolate": True}, "isolate")):
+        with pytest.raises(UsageError, match=f"^detllm.check: {name} needs an in-process backend"):
+            detllm.check(MODEL, ["hello"], backend="openai", options={"base_url": "http://127.0.0.1:9"}, **asked)
+    with pytest.raises(UsageError, match="concurrency applies to backend='openai' only"):
+        detllm.check("tiny-llama", ["hello"], concurrency=[1, 4])
+    with pytest.raises(UsageError, match="prefix_cache_probe applies to backend='openai' only"):
+        detllm.check("tiny-llama", ["hello"], prefix_cache_probe=True)
