@@ -42,7 +42,7 @@ def _status_line(report: CheckReport) -> str:
     return f"exit status {report.exit_code()} (judged at Tier {report.options.tier}); claim: {claim}"
 
 
-def _setting_lines(report: CheckReport) -> tuple[str, str, str]:
+def setting_lines(report: CheckReport) -> tuple[str, str, str]:
     first = report.runs[0].trace
     c = report.check
     model = (
@@ -134,7 +134,7 @@ def _text(report: CheckReport, max_prompts: int) -> Iterator[str]:
     yield _questions(report)
     yield _status_line(report)
     yield ""
-    model, runs, determinism = _setting_lines(report)
+    model, runs, determinism = setting_lines(report)
     yield from _labelled("model", model)
     yield from _labelled("runs", runs)
     yield from _labelled("determinism", determinism)
@@ -252,7 +252,7 @@ def _markdown(report: CheckReport, max_prompts: int) -> Iterator[str]:
     for note in report.notes:
         yield f"Note: {cell(note)}"
         yield ""
-    model, runs, determinism = _setting_lines(report)
+    model, runs, determinism = setting_lines(report)
     yield "| | |"
     yield "|---|---|"
     yield f"| model | {cell(model)} |"

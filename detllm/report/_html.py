@@ -162,9 +162,16 @@ def _verdict(report: Any, page: Page) -> Iterator[str]:
             answers += [("Tier 1 repeatable", v.tier1), ("Tier 2 repeatable", v.tier2)]
         else:
             answers.append(("repeatability", None))
-        answers.append(("batch invariant", v.batch_invariant))
-        if v.batch_invariant is not None:
-            answers.append(("batch invariant in logprobs", v.batch_invariant_logprobs))
+        if report.concurrency is not None:
+            answers.append(("concurrency invariant", v.concurrency_invariant))
+            if v.concurrency_invariant_logprobs is not None:
+                answers.append(("concurrency invariant in logprobs", v.concurrency_invariant_logprobs))
+        else:
+            answers.append(("batch invariant", v.batch_invariant))
+            if v.batch_invariant is not None:
+                answers.append(("batch invariant in logprobs", v.batch_invariant_logprobs))
+        if report.sweep is not None:
+            answers.append(("engine settings stable", report.sweep.verdict.stable))
         claim = CLAIMS[v.claim] + (" (lowered: determinism incomplete)" if v.downgraded else "")
     else:
         answers = [("Tier 1", v.tier1), ("Tier 2", v.tier2)]
@@ -243,18 +250,11 @@ def _runs(runs: list[int]) -> str:
 
 
 def _setup_check(report: Any, page: Page) -> Iterator[str]:
-    c = report.check
-    first = report.runs[0].trace
-    d = report.determinism
+    from ._check_render import setting_lines
+
     yield '<h2 id="setup">Setup</h2>'
-    rows = [
-        ("model", esc(f"{c.model} ({first.backend}, {first.device}, {first.dtype}, "
-                      f"{'sampling' if first.do_sample else 'greedy'}, {first.logprobs} logprobs, top-{first.top_k})")),
-        ("runs", esc(f"{count(c.runs, 'repeat')} at batch size {c.batch_sizes[0]}; batch sizes "
-                     f"{', '.join(map(str, c.batch_sizes))}; compositions {', '.join(c.compositions) or 'in-order only'}; "
-                     + ("each repeat in a process of its own" if c.isolate else "one process, model loaded once"))),
-        ("determinism", esc(f"{d.mode}, " + ("complete" if d.complete else f"incomplete ({', '.join(sorted(d.missing))} missing)"))),
-    ]
+    model, runs, determinism = setting_lines(report)
+    rows = [("model", esc(model)), ("runs", esc(runs)), ("determinism", esc(determinism))]
     yield table(None, rows, cls="settings")
     differences = []
     causes = []
@@ -620,15 +620,31 @@ def _replay_check(report: Any, page: Page) -> Iterator[str]:
         yield from replay_html(report.replay)
 
 
+def _concurrency_check(report: Any, page: Page) -> Iterator[str]:
+    """A server check's odd-one-out rate per concurrency level; nothing otherwise."""
+    if report.concurrency is not None:
+        from ._concurrency_render import concurrency_html
+
+        yield from concurrency_html(report.concurrency)
+
+
+def _sweep_check(report: Any, page: Page) -> Iterator[str]:
+    """A check's engine-setting sweep (``check --sweep``); nothing otherwise."""
+    if report.sweep is not None:
+        from ._sweep_render import sweep_html
+
+        yield from sweep_html(report.sweep, report.options.tier)
+
+
 Section = Callable[[Any, Page], Iterator[str]]
 
 SECTIONS: dict[str, list[Section]] = {
     "diff": [_verdict, _setup_diff, _grid, _details_diff, _histogram, _reproduce],
     "aggregate": [_verdict, _setup_aggregate, _grid, _details_aggregate, _histogram, _reproduce],
-    "check": [_verdict, _setup_check, _grid, _details_check, _replay_check, _histogram, _reproduce],
+    "check": [_verdict, _setup_check, _concurrency_check, _grid, _details_check, _replay_check, _sweep_check,
+              _histogram, _reproduce],
 }
-"""The page's sections per report kind, in order. Replay, concurrency and sweep reports
-add theirs here (see the module's docstring)."""
+"""The page's sections per report kind, in order (see the module's docstring)."""
 
 
 def render_html(report: Any, *, command: Sequence[str] | None = None) -> str:

@@ -1,4 +1,4 @@
-"""Text and Markdown for a check's engine-setting sweep: one row per variant and trace."""
+"""Text, Markdown and HTML for a check's engine-setting sweep: one row per variant and trace."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from .._escape import html as esc
 from ._markdown import cell, code
 from ._sweep_model import SweepComparison, SweepReport, SweepVariant
 from ._text import WIDTH, paragraph, tier_word
@@ -103,3 +104,37 @@ def sweep_markdown(sweep: SweepReport, tier: int) -> Iterator[str]:
     yield ""
     yield cell(sweep.verdict.text)
     yield ""
+
+
+def sweep_html(sweep: SweepReport, tier: int) -> Iterator[str]:
+    from ._html import table
+
+    yield '<h2 id="sweep">Engine settings</h2>'
+    yield (f"<p>{esc(sweep.mode)}; each variant against the baseline <code>{esc(sweep.baseline)}</code>: "
+           f'<b id="sweep-answer">{esc(tier_word(sweep.verdict.stable))}</b></p>')
+    rows = []
+    for variant in sweep.variants:
+        for label, c in _rows(variant):
+            status = esc(STATUS_WORDS[variant.status])
+            if c is None:
+                rows.append([f"<code>{esc(label)}</code>", status, "-", "-", "-", "-"])
+                continue
+            divergent = ", ".join(f"<code>{esc(p)}</code>" for p in c.divergent[:20]) or "none"
+            if len(c.divergent) > 20:
+                divergent += esc(f" and {len(c.divergent) - 20} more")
+            rows.append([f"<code>{esc(label)}</code>", status, esc(f"{c.tokens_stable}/{c.prompts}"), esc(_logprobs(c)),
+                         divergent, f"<code>{esc(c.classification)}</code>"])
+    yield table(["setting=value", "status", "tokens stable", "logprobs stable", "divergent prompts", "classification"],
+                rows, cls="sweep", numeric=(2, 3))
+    notes = []
+    for variant in sweep.variants:
+        if variant.reason and variant.status != "baseline":
+            notes.append(f"{variant.name}: {STATUS_WORDS[variant.status].lower()}: {variant.reason}")
+        if variant.applied:
+            where = "in a fresh process" if variant.fresh_process else "in the check's process"
+            notes.append(f"{variant.name}: read back from the engine ({where}): {_applied(variant)}")
+        if variant.prefix_cache is not None:
+            notes.append(f"{variant.name}: {variant.prefix_cache.text}")
+    if notes:
+        yield "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>"
+    yield f'<p id="sweep-text">{esc(sweep.verdict.text)}</p>'

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from detllm._escape import text as shown
 from detllm.diff import DiffReport
 from detllm.report import render_html, rebuild_check_report
 from tests.diff import test_diff_goldens as goldens
@@ -207,5 +208,73 @@ def test_write_readme_screenshot(browser: Browser) -> None:
         out.parent.mkdir(exist_ok=True)
         tab.screenshot(out, max_height=1000)
         assert _png_size(out) == (1280, 1000)
+    finally:
+        tab.close()
+
+
+HOSTILE_IDS = ["<script>window.__pwned=1</script>", "p\u202eDI", "p\x1b[2J"]
+
+
+def test_a_server_check_page_shows_its_concurrency_table(
+    browser: Browser, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from detllm.cli import main
+    from tests.server.fake_server import MODEL, FakeServer
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": pid, "prompt": f"prompt {n}"}) + "\n" for n, pid in enumerate(HOSTILE_IDS)))
+    out = tmp_path / "c"
+    with FakeServer(delay=0.25, flip_when_crowded=True) as server:
+        assert main(["check", "--backend", "openai", "--base-url", server.url, "--model", MODEL, "--prompt-file", str(prompts),
+                     "--max-new-tokens", "6", "--runs", "2", "--concurrency", "1,3", "--out", str(out), "-q"]) == 1
+    answer = json.loads((out / "report.json").read_text())["concurrency"]
+    tab = browser.load(out / "report.html")
+    try:
+        _clean(tab)
+        assert tab.evaluate("typeof window.__pwned") == "undefined"
+        seen = json.loads(tab.evaluate(READ_BACK))
+        assert seen["active"] == 0 and seen["width"] <= 1280
+        assert "concurrency invariant: FAIL" in seen["answers"] and not any("batch" in a for a in seen["answers"])
+        table = json.loads(tab.evaluate(
+            "JSON.stringify([...document.querySelectorAll('table.concurrency tr')].slice(1)"
+            ".map(tr => [...tr.cells].map(td => td.textContent)))"))
+        assert [[int(row[0]), int(row[1]), int(row[2])] for row in table] == [
+            [level["concurrency"], level["odd"], level["completions"]] for level in answer["levels"]]
+        assert table[0][1] == "0" and int(table[1][1]) >= 2
+        ids = json.loads(tab.evaluate(
+            "JSON.stringify([...document.querySelectorAll('table.concurrency-prompts td:first-child code')]"
+            ".map(c => c.textContent))"))
+        # Shown as text, not run; controls and bidi overrides as visible escapes.
+        assert ids == [shown(p["prompt_id"]) for p in answer["prompts"]] and set(ids) <= {shown(i) for i in HOSTILE_IDS}
+        assert ids and HOSTILE_IDS[0] in ids and "p\\u202eDI" in ids
+        _shoot(tab, tmp_path, "server-check", capsys)
+    finally:
+        tab.close()
+
+
+def test_a_sweep_page_shows_each_variant(browser: Browser, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.diff._sweep_report import HOSTILE_NAME, sweep_check_report
+
+    report = sweep_check_report(tmp_path / "check")
+    assert HOSTILE_NAME in [v.name for v in report.sweep.variants]
+    page = tmp_path / "sweep.html"
+    page.write_text(render_html(report), encoding="utf-8")
+    tab = browser.load(page)
+    try:
+        _clean(tab)
+        seen = json.loads(tab.evaluate(READ_BACK))
+        assert "engine settings stable: FAIL" in seen["answers"]
+        assert tab.evaluate("typeof window.__pwned") == "undefined" and seen["active"] == 0
+        rows = json.loads(tab.evaluate(
+            "JSON.stringify([...document.querySelectorAll('table.sweep tr')].slice(1)"
+            ".map(tr => [...tr.cells].map(td => td.textContent)))"))
+        expected = []
+        for variant in report.sweep.variants:
+            for c in variant.comparisons or [None]:
+                expected.append([shown(variant.name) if c is None or len(variant.comparisons) == 1 else shown(f"{variant.name} ({c.role})"),
+                                 "-" if c is None else f"{c.tokens_stable}/{c.prompts}"])
+        assert [[row[0], row[2]] for row in rows] == expected
+        assert tab.evaluate("document.getElementById('sweep-text').textContent") == shown(report.sweep.verdict.text)
+        _shoot(tab, tmp_path, "sweep", capsys)
     finally:
         tab.close()
