@@ -24,7 +24,7 @@ from ..reader import TraceReader
 from ._parallel import rows_prefix_digest
 from .._json_errors import DECODE_ERRORS
 from ._rows import prompt_id_decoder, prompt_id_of
-from ._seen import SeenIds
+from ._seen import LIMIT, RowLog, SeenIds, prompt_id_at
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -159,7 +159,10 @@ class Aligner:
         self._spill: IO[bytes] | None = None
         self._spill_end = 0
         self._waiting: dict[str, dict[str, _Waiting]] = {"left": {}, "right": {}}
-        self._matched = SeenIds()
+        self._matched: SeenIds | None = SeenIds()
+        """The prompt ids matched (or one-sided), for the duplicate check; None once it
+        grew past :data:`LIMIT` and the rows are logged to :attr:`_log` instead."""
+        self._log: RowLog | None = None
         self._readers = {"left": left, "right": right}
         # Newer minor versions may hold records the raw scan skips: let the reader hash.
         self._own_digest = not (left.minor_is_newer or right.minor_is_newer)
@@ -179,9 +182,44 @@ class Aligner:
     def __iter__(self) -> Iterator[Same | Pair | Only]:
         try:
             yield from self._scan()
+        except TraceFormatError:
+            self.check_repeats()  # a repeated id the log holds came first
+            raise
         finally:
             if self._spill is not None:
                 self._spill.close()
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def check_repeats(self) -> None:
+        """Raise the duplicate-id error of the first repeated prompt id read so far, when
+        the ids are logged on disk (past :data:`LIMIT`); a caller that fails on a row
+        calls it first, so that the error is the one an unbounded check would give."""
+        if self._log is None:
+            return
+        found = self._log.first_repeat()
+        if found is None:
+            return
+        self._log.close()
+        self._log = None  # the scan ends with this error
+        side, line = found
+        path = self._readers[side].path
+        raise TraceFormatError(path, line, "prompt_id", f"duplicate prompt id {prompt_id_at(path, line)!r}")
+
+    def _start_log(self) -> RowLog:
+        """Move the duplicate check from the table of ids to a log on disk."""
+        matched = self._matched
+        assert matched is not None
+        log = self._log = RowLog()
+        for key, check in matched.fingerprints():  # matched: read on both sides
+            log.add_fingerprint("left", key, check)
+            log.add_fingerprint("right", key, check)
+        for side in ("left", "right"):
+            for pid in self._waiting[side]:
+                log.add(side, pid, -1, -1)
+        self._matched = None
+        return log
 
     def _scan(self) -> Iterator[Same | Pair | Only]:
         left_rows = self.left.raw_rows()
@@ -190,7 +228,9 @@ class Aligner:
         shared = self._shared
         update = self._digests.update
         matched = self._matched
+        assert matched is not None
         add = matched.add
+        log = self._log
         waiting_left = self._waiting["left"]
         waiting_right = self._waiting["right"]
         position = self._position
@@ -209,8 +249,16 @@ class Aligner:
             if shared and lraw == rraw:
                 update("shared", lraw)
                 pid = self._id("left", lline, lraw)
-                if pid in waiting_left or pid in waiting_right or not add(pid):
-                    self._duplicate("left" if pid in waiting_left or pid in matched else "right", lline, rline, pid)
+                if log is None:
+                    if pid in waiting_left or pid in waiting_right or not add(pid):
+                        self._duplicate("left" if pid in waiting_left or pid in matched else "right", lline, rline, pid)
+                    if len(matched) >= LIMIT:
+                        log = self._start_log()
+                        matched = SeenIds()  # the full table is let go
+                        add = matched.add
+                else:
+                    log.add("left", pid, li, lline)
+                    log.add("right", pid, ri, rline)
                 yield Same(pid, li, ri)
             else:
                 if shared:
@@ -221,8 +269,16 @@ class Aligner:
                 lpid = self._id("left", lline, lraw)
                 rpid = self._id("right", rline, rraw)
                 if lpid == rpid and lpid not in waiting_left and lpid not in waiting_right:
-                    if not add(lpid):
-                        self._duplicate("left", lline, rline, lpid)
+                    if log is None:
+                        if not add(lpid):
+                            self._duplicate("left", lline, rline, lpid)
+                        if len(matched) >= LIMIT:
+                            log = self._start_log()
+                            matched = SeenIds()  # the full table is let go
+                            add = matched.add
+                    else:
+                        log.add("left", lpid, li, lline)
+                        log.add("right", rpid, ri, rline)
                     if lraw == rraw:
                         yield Same(lpid, li, ri)
                     else:
@@ -230,6 +286,10 @@ class Aligner:
                 else:
                     yield from self._arrive("left", lpid, li, lline, lraw, lpos, other_done=False)
                     yield from self._arrive("right", rpid, ri, rline, rraw, rpos, other_done=False)
+                    if self._log is not log:  # the table grew past its limit
+                        log = self._log
+                        matched = SeenIds()
+                        add = matched.add
             li += 1
             ri += 1
             l_item = r_item = None
@@ -241,6 +301,7 @@ class Aligner:
                 r_item = next(right_rows, None)
             if r_item is not None:
                 yield from self._rest("right", r_item, right_rows, ri)
+        self.check_repeats()
         for side in ("left", "right"):
             for pid, waiting in self._waiting[side].items():
                 yield Only(pid, side, waiting.index)
@@ -268,18 +329,28 @@ class Aligner:
         self, side: str, pid: str, index: int, line: int, raw: bytes, position: int, *, other_done: bool
     ) -> Iterator[Pair | Only]:
         other = "right" if side == "left" else "left"
-        if pid in self._matched or pid in self._waiting[side]:
+        matched = self._matched
+        if matched is None:
+            assert self._log is not None
+            self._log.add(side, pid, index, line)
+        if (matched is not None and pid in matched) or pid in self._waiting[side]:
             self._duplicate(side, line, line, pid)
         partner = self._waiting[other].pop(pid, None)
         if partner is not None:
-            self._matched.add(pid)
+            if matched is not None:
+                matched.add(pid)
+                if len(matched) >= LIMIT:
+                    self._start_log()
             partner_raw = self._take(partner)
             if side == "left":
                 yield Pair(pid, index, line, raw, partner.index, partner.line, partner_raw, position, partner.position)
             else:
                 yield Pair(pid, partner.index, partner.line, partner_raw, index, line, raw, partner.position, position)
         elif other_done:
-            self._matched.add(pid)  # for the duplicate check: it cannot be matched any more
+            if matched is not None:
+                matched.add(pid)  # for the duplicate check: it cannot be matched any more
+                if len(matched) >= LIMIT:
+                    self._start_log()
             yield Only(pid, side, index)
         else:
             self._wait(side, pid, index, line, raw, position)
@@ -318,6 +389,7 @@ class Aligner:
             raise TraceFormatError(reader.path, line, "prompt_id", "cannot be read") from None
 
     def _duplicate(self, side: str, lline: int, rline: int, pid: str) -> None:
+        self.check_repeats()  # with the ids logged, the first repeat may have come earlier
         reader = self._readers[side]
         raise TraceFormatError(reader.path, lline if side == "left" else rline, "prompt_id", f"duplicate prompt id {pid!r}")
 

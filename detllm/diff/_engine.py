@@ -15,7 +15,7 @@ from ._align import Aligner, Only, Pair, Same
 from ._analysis import Context, compare, identical_encoded, unmatched
 from ._header import compare_setup, with_input_evidence
 from ._numbers import count
-from ._model import CLASSIFICATIONS, STATUSES, TIER1_FAILURES, PositionCount, PromptResult, Summary, TraceInfo, Verdict
+from ._model import CLASSIFICATIONS, STATUSES, TIER1_FAILURES, PositionCount, PromptResult, Setup, Summary, TraceInfo, Verdict
 from ._options import DiffOptions
 from ._parallel import Item, Outcome, PairPool, can_fork
 from ._report import DiffReport
@@ -139,45 +139,56 @@ class _Comparison:
         setup = compare_setup(self.left.header, self.right.header)
         paths = (self.left.path, self.right.path)
         pool = PairPool(self.ctx, self.workers, paths) if self.workers > 1 and can_fork() else None
-        add = self._add
         try:
             left_digest = pool.digest(self.left.path) if pool is not None else None
             aligner = Aligner(self.left, self.right, self.options.buffer_bytes, left_digest)
-            statuses, classes, append = self.statuses, self.classes, self.results.append_encoded
-            for event in aligner:
-                if type(event) is Same:
-                    statuses["identical"] += 1
-                    classes["identical"] += 1
-                    append(identical_encoded(event.prompt_id, event.left_index, event.right_index), event.left_index)
-                elif type(event) is Pair:
-                    if pool is None:
-                        add(self._pair(event), event.left_index)
-                    else:
-                        item = Item(
-                            event.left_index,
-                            event.left_index,
-                            event.left_line,
-                            event.left_raw,
-                            event.left_offset,
-                            len(event.left_raw),
-                            event.right_index,
-                            event.right_line,
-                            event.right_raw,
-                            event.right_offset,
-                            len(event.right_raw),
-                        )
-                        for outcome, batch in pool.add(item):
-                            self._outcome(outcome, batch)
-                else:
-                    assert isinstance(event, Only)
-                    key = event.index if event.side == "left" else _RIGHT_ONLY_KEY + event.index
-                    add(unmatched(event.prompt_id, event.side, event.index), key)
+            try:
+                self._read(aligner, pool)
+            except TraceFormatError:
+                aligner.check_repeats()  # a prompt id repeated in the rows read before is the first problem
+                raise
             if pool is not None:
                 for outcome, batch in pool.finish():
                     self._outcome(outcome, batch)
         finally:
             if pool is not None:
                 pool.close()
+        return self._report(setup, aligner)
+
+    def _read(self, aligner: Aligner, pool: PairPool | None) -> None:
+        """Each event of the aligner: a result, or a pair for a worker."""
+        add = self._add
+        statuses, classes, append = self.statuses, self.classes, self.results.append_encoded
+        for event in aligner:
+            if type(event) is Same:
+                statuses["identical"] += 1
+                classes["identical"] += 1
+                append(identical_encoded(event.prompt_id, event.left_index, event.right_index), event.left_index)
+            elif type(event) is Pair:
+                if pool is None:
+                    add(self._pair(event), event.left_index)
+                else:
+                    item = Item(
+                        event.left_index,
+                        event.left_index,
+                        event.left_line,
+                        event.left_raw,
+                        event.left_offset,
+                        len(event.left_raw),
+                        event.right_index,
+                        event.right_line,
+                        event.right_raw,
+                        event.right_offset,
+                        len(event.right_raw),
+                    )
+                    for outcome, batch in pool.add(item):
+                        self._outcome(outcome, batch)
+            else:
+                assert isinstance(event, Only)
+                key = event.index if event.side == "left" else _RIGHT_ONLY_KEY + event.index
+                add(unmatched(event.prompt_id, event.side, event.index), key)
+
+    def _report(self, setup: Setup, aligner: Aligner) -> DiffReport:
         self.results.finish()
         summary = Summary(
             left_rows=self.left.rows_read,

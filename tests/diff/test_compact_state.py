@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from detllm.diff import DiffOptions, PromptResult, diff_traces
-from detllm.diff import _parallel, _results
+from detllm.diff import _align, _parallel, _results
 from detllm.diff._results import PromptResults
 from detllm.diff._seen import SeenIds
 from detllm.errors import TraceFormatError
@@ -104,3 +104,75 @@ def test_results_past_the_in_memory_budget_read_back_from_the_file(tmp_path: Pat
     assert spilled.prompts._file._rolled and not in_memory.prompts._file._rolled  # noqa: SLF001
     assert spilled.to_dict() == in_memory.to_dict()
     assert [p.prompt_id for p in spilled.diverging()] == [f"p{i}" for i in range(0, 800, 3)]
+
+
+@pytest.mark.parametrize("fan_in", [2, 64])
+def test_an_index_past_its_memory_budget_merges_on_disk(monkeypatch: pytest.MonkeyPatch, fan_in: int) -> None:
+    # Runs out of order, an index mostly in its file, merged in one pass or in several.
+    monkeypatch.setattr(_results, "_INDEX_IN_MEMORY", 16)
+    monkeypatch.setattr(_results, "_BLOCK", 8)
+    monkeypatch.setattr(_results, "_FAN_IN", fan_in)
+    rng = random.Random(5)
+    keys = list(range(500))
+    runs = [keys[i : i + rng.randrange(1, 40)] for i in range(0, 500, 40)]
+    rng.shuffle(runs)
+    results = PromptResults()
+    for run in runs:
+        for key in run:
+            results.append(_result(key), key)
+    assert results._index_file is not None  # noqa: SLF001
+    results.finish()
+    present = sorted(k for run in runs for k in run)
+    assert [r.prompt_id for r in results] == [f"p{k}" for k in present]
+    assert results[-1].prompt_id == f"p{present[-1]}" and results[3].prompt_id == f"p{present[3]}"
+
+
+def test_an_index_in_order_past_its_memory_budget_reads_back_from_its_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_results, "_INDEX_IN_MEMORY", 16)
+    monkeypatch.setattr(_results, "_BLOCK", 8)
+    results = PromptResults.of(_result(i) for i in range(100))
+    results.finish()
+    results.append(_result(100), 100)
+    assert [r.prompt_id for r in results] == [f"p{i}" for i in range(101)]
+    assert results[37].prompt_id == "p37" and results[-1].prompt_id == "p100"
+
+
+def _assembled(path: Path, source: Path, order: list[int]) -> Path:
+    """A trace of ``source``'s rows in ``order`` (row numbers, repeats allowed), with its footer."""
+    lines = source.read_bytes().splitlines()
+    body = [lines[1 + i] for i in order]
+    digest = hashlib.sha256(b"".join(line + b"\n" for line in body)).hexdigest()
+    footer = json.dumps({"record": "footer", "rows": len(body), "digest": f"sha256:{digest}"}, separators=(",", ":"))
+    path.write_bytes(b"\n".join([lines[0], *body, footer.encode()]) + b"\n")
+    return path
+
+
+def _outcome(left: Path, right: Path) -> object:
+    try:
+        return diff_traces(left, right, DiffOptions(workers=1, buffer_bytes=2000)).to_dict()
+    except TraceFormatError as error:
+        return str(error)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_ids_logged_on_disk_give_the_same_findings_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    # Past the table's limit the duplicate check moves to a log on disk: the report, or
+    # the first duplicate's error, must be the one the table gives.
+    rng = random.Random(seed)
+    n = 30
+    data = rows(n, seed=seed, length=2)
+    a = write(tmp_path / "a.jsonl", data)
+    b = write(tmp_path / "b.jsonl", [flip_at(r, 1) if rng.random() < 0.3 else r for r in data])
+    orders = []
+    for _ in range(2):
+        order = rng.sample(range(n), rng.randint(n // 2, n)) if rng.random() < 0.5 else list(range(n))
+        if rng.random() < 0.5:
+            order.sort()
+        if rng.random() < 0.6:
+            order.insert(rng.randrange(len(order) + 1), rng.choice(order))  # a repeated prompt id
+        orders.append(order)
+    left = _assembled(tmp_path / "left.jsonl", a, orders[0])
+    right = _assembled(tmp_path / "right.jsonl", b, orders[1])
+    expected = _outcome(left, right)
+    monkeypatch.setattr(_align, "LIMIT", rng.choice([0, 2, 5]))
+    assert _outcome(left, right) == expected
