@@ -11,11 +11,13 @@ any problem. Needs only orjson and msgspec: capture, report and pack all import 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import msgspec
 import orjson
@@ -236,7 +238,8 @@ class RunConfigFile(msgspec.Struct, frozen=True, kw_only=True):
     into :attr:`prompts` alone: ``pack`` copies the rest)."""
     settings: RunSettings
     """Of the type the reader was asked for (:class:`RunSettings` or a subclass)."""
-    prompts: list[Prompt]
+    prompts: list[Prompt] | StreamedPrompts
+    """Every prompt; read with ``stream_prompts``, decoded anew on each pass over them."""
     command: list[str] | None
     check: CheckPlan | None
     """The plan of a check directory's traces; None for a run directory."""
@@ -244,38 +247,148 @@ class RunConfigFile(msgspec.Struct, frozen=True, kw_only=True):
 
 _members = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _entries = msgspec.json.Decoder(list[PromptEntry])
+_entry = msgspec.json.Decoder(PromptEntry)
+
+_ELEMENT = re.compile(rb'\s*+(\{(?:[^{}"]++|"(?:[^"\\]++|\\.)*+")*+\})\s*+([,\]])', re.DOTALL)
+"""One prompt of the ``prompts`` array, an object without nested objects, and what follows it."""
 
 
-def read_run_config(directory: str | os.PathLike[str], settings: type[RunSettings] = RunSettings) -> RunConfigFile:
-    """Read ``directory/run_config.json``; ``settings`` is the record its ``config`` becomes.
+class StreamedPrompts:
+    """The prompts of a ``run_config.json``, read again from the file on each pass, one at a
+    time: a million of them need not be in memory at once (``pack`` keeps a few)."""
 
-    A missing or unreadable file raises :class:`~detllm.errors.InputError`; content that
-    does not follow the format (not JSON, another format, a major version other than
-    1, a field of the wrong type) raises :class:`~detllm.errors.RunDirectoryError`
-    naming the file and the field. Members this reader does not know are ignored.
-    """
-    path = Path(directory) / RUN_CONFIG_FILE
-    where = str(path)
+    def __init__(self, path: Path, count: int) -> None:
+        self.path = path
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Prompt]:
+        where = str(self.path)
+        listed = _read_members(self.path)[0].pop("prompts", None)
+        yield from _checked(where, _each_entry(where, listed))
+
+
+def _read_members(path: Path) -> tuple[dict[str, msgspec.Raw], bytes]:
+    """The members of ``run_config.json`` undecoded, and the file's bytes."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: no such file (give a run or check directory)") from None
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        return _members.decode(data), data
+    except msgspec.DecodeError:
+        _refuse(str(path), data)
+
+
+def _refuse(where: str, data: bytes) -> NoReturn:
+    """The error for a file whose members cannot be read."""
+    try:  # not an object of members: orjson words the error and gives its line
+        whole = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise RunDirectoryError(where, exc.lineno, "-", f"not valid JSON ({exc.msg})") from None
+    if not isinstance(whole, dict):
+        raise RunDirectoryError(where, 1, "-", "not a detLLM run_config.json (a JSON object is required)") from None
+    raise RunDirectoryError(where, 1, "-", "not valid JSON (its members cannot be read)") from None
+
+
+def _each_entry(where: str, listed: msgspec.Raw | None) -> Iterator[PromptEntry]:
+    """The entries of the ``prompts`` array, decoded one at a time.
+
+    The array is cut into its objects by a pattern. One it cannot cut (an entry holding
+    an object, or not an object) is decoded as a whole list instead, and an entry of the
+    wrong type raises the error the whole list's decoding gives, naming the field."""
+    if listed is None:
+        return
+    data = memoryview(listed)
+    done = 0  # entries given so far: a whole decoding after them goes on from there
+    start = _ARRAY_START.match(data)
+    at = start.end() if start is not None else 0
+    if start is not None and _EMPTY_REST.fullmatch(data, at):
+        return
+    pieces: list[tuple[int, int]] = []
+    while start is not None:
+        match = _ELEMENT.match(data, at)
+        if match is None:  # an entry the pattern cannot cut
+            break
+        pieces.append(match.span(1))
+        at = match.end()
+        last = match.group(2) == b"]"
+        if last and not _SPACE.fullmatch(data, at):
+            break
+        if last or len(pieces) >= 4096:
+            for begin, end in pieces:
+                try:
+                    entry = _entry.decode(data[begin:end])
+                except msgspec.ValidationError:
+                    break  # the whole list's decoding raises, naming prompts[i] and the field
+                yield entry
+                done += 1
+            else:
+                pieces.clear()
+                if last:
+                    return
+                continue
+            break
+    yield from itertools.islice(_whole(where, data), done, None)
+
+
+_ARRAY_START = re.compile(rb"\s*+\[")
+_EMPTY_REST = re.compile(rb"\s*+\]\s*+")
+_SPACE = re.compile(rb"\s*+")
+
+
+def _whole(where: str, data: memoryview) -> Iterator[PromptEntry]:
+    try:
+        entries = _entries.decode(data)
+    except msgspec.ValidationError as exc:  # msgspec says `$[3].id` of the list: the document's prompts[3].id
+        field, problem = explain_validation(str(exc).replace("`$", "`$.prompts", 1))
+        raise RunDirectoryError(where, 1, field, problem) from None
+    yield from entries
+
+
+def _checked(where: str, entries: Iterable[PromptEntry]) -> Iterator[Prompt]:
+    """Each entry as a :class:`Prompt`; one that has both or neither of prompt and
+    input_ids is refused once every entry has decoded (so a type error comes first)."""
+    wrong: int | None = None
+    for i, entry in enumerate(entries):
+        if (entry.prompt is None) == (entry.input_ids is None):
+            wrong = i if wrong is None else wrong
+            continue
+        if wrong is None:
+            token_ids = tuple(entry.input_ids) if entry.input_ids is not None else None
+            yield Prompt(id=entry.id, text=entry.prompt, token_ids=token_ids)
+    if wrong is not None:
+        raise RunDirectoryError(where, 1, f"prompts[{wrong}]", "needs exactly one of prompt and input_ids")
+
+
+def read_run_config(
+    directory: str | os.PathLike[str], settings: type[RunSettings] = RunSettings, *, stream_prompts: bool = False
+) -> RunConfigFile:
+    """Read ``directory/run_config.json``; ``settings`` is the record its ``config`` becomes.
+
+    A missing or unreadable file raises :class:`~detllm.errors.InputError`; content that
+    does not follow the format (not JSON, another format, a major version other than
+    1, a field of the wrong type) raises :class:`~detllm.errors.RunDirectoryError`
+    naming the file and the field. Members this reader does not know are ignored.
+
+    ``stream_prompts``: the prompts are checked here, one at a time, and kept as a
+    :class:`StreamedPrompts`, which reads them again on each pass; memory then does not
+    grow with the number of prompts beyond the file's own bytes while it is read.
+    """
+    path = Path(directory) / RUN_CONFIG_FILE
+    where = str(path)
+    members, data = _read_members(path)
     # The prompts (a million, in a large check) are decoded once, straight into their
     # records; every other member as plain JSON, unknown ones included.
+    listed = members.pop("prompts", None)
     try:
-        members = _members.decode(data)
-        listed = members.pop("prompts", None)
         document = {key: orjson.loads(memoryview(raw)) for key, raw in members.items()}
-    except (msgspec.DecodeError, orjson.JSONDecodeError):
-        try:  # not an object of members: orjson words the error and gives its line
-            whole = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise RunDirectoryError(where, exc.lineno, "-", f"not valid JSON ({exc.msg})") from None
-        if not isinstance(whole, dict):
-            raise RunDirectoryError(where, 1, "-", "not a detLLM run_config.json (a JSON object is required)") from None
-        raise RunDirectoryError(where, 1, "-", "not valid JSON (its members cannot be read)") from None
+    except orjson.JSONDecodeError:
+        _refuse(where, data)
     if document.get("format") != RUN_CONFIG_FORMAT:
         raise RunDirectoryError(
             where, 1, "format", f"expected {RUN_CONFIG_FORMAT!r}, got {document.get('format')!r}: not a detLLM run_config.json"
@@ -295,16 +408,10 @@ def read_run_config(directory: str | os.PathLike[str], settings: type[RunSetting
     except msgspec.ValidationError as exc:
         field, problem = explain_validation(str(exc))
         raise RunDirectoryError(where, 1, field, problem) from None
-    try:
-        entries = _entries.decode(listed) if listed is not None else []
-    except msgspec.ValidationError as exc:  # msgspec says `$[3].id` of the list: the document's prompts[3].id
-        field, problem = explain_validation(str(exc).replace("`$", "`$.prompts", 1))
-        raise RunDirectoryError(where, 1, field, problem) from None
-    prompts = []
-    for i, entry in enumerate(entries):
-        if (entry.prompt is None) == (entry.input_ids is None):
-            raise RunDirectoryError(where, 1, f"prompts[{i}]", "needs exactly one of prompt and input_ids")
-        token_ids = tuple(entry.input_ids) if entry.input_ids is not None else None
-        prompts.append(Prompt(id=entry.id, text=entry.prompt, token_ids=token_ids))
+    prompts: list[Prompt] | StreamedPrompts
+    if stream_prompts:
+        prompts = StreamedPrompts(path, sum(1 for _ in _checked(where, _each_entry(where, listed))))
+    else:
+        prompts = list(_checked(where, list(_each_entry(where, listed))))
     return RunConfigFile(path=path, document=document, settings=config, prompts=prompts, command=parsed.command,
                          check=parsed.check)  # fmt: skip

@@ -103,11 +103,55 @@ def _damaged(tmp_path: Path, change) -> Path:  # type: ignore[no-untyped-def]
         (lambda d: d["prompts"][2].pop("id"), "1: prompts[2].id: missing required field"),
     ],
 )  # fmt: skip
-def test_a_bad_run_config_names_the_file_and_the_field(tmp_path: Path, change, message: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_bad_run_config_names_the_file_and_the_field(tmp_path: Path, change, message: str, stream: bool) -> None:  # type: ignore[no-untyped-def]
     directory = _damaged(tmp_path, change)
     with pytest.raises(RunDirectoryError) as error:
-        read_run_config(directory)
+        read_run_config(directory, stream_prompts=stream)
     assert str(error.value) == f"{directory / RUN_CONFIG_FILE}:{message}"
+
+
+@pytest.mark.parametrize(
+    ("prompts", "message"),
+    [
+        ([{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y", "input_ids": [1]}, {"id": 3, "prompt": "z"}],
+         "1: prompts[2].id: expected str, got int"),  # a type error anywhere comes before the shape
+        ([{"id": "a", "prompt": "x", "later": {"nested": [1]}}, {"id": "b"}],
+         "1: prompts[1]: needs exactly one of prompt and input_ids"),
+        ([{"id": "a", "prompt": "x"}, 5], "1: prompts[1]: expected object, got int"),
+        ([{"id": str(i), "prompt": "x"} for i in range(4100)] + [{"id": 1}], "1: prompts[4100].id: expected str, got int"),
+        ({"id": "a"}, "1: -: expected array, got object"),  # as this reader has always worded it
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("stream", [False, True])
+def test_bad_prompts_are_refused_alike_streamed_or_not(tmp_path: Path, prompts: object, message: str, stream: bool) -> None:
+    directory = _damaged(tmp_path, lambda d: d.update(prompts=prompts))
+    with pytest.raises(RunDirectoryError) as error:
+        read_run_config(directory, stream_prompts=stream)
+    assert str(error.value) == f"{directory / RUN_CONFIG_FILE}:{message}"
+
+
+@pytest.mark.parametrize(
+    "prompts",
+    [
+        [],
+        [{"id": "a", "prompt": "x"}, {"id": "b", "input_ids": [1, 2]}],
+        [{"id": "q\"{}\\", "prompt": "br}ace{s \"and\" \\ é 猫 \n"}, {"prompt": "{", "id": "[", "extra": [1, {"x": "}"}]}],
+        [{"id": str(i), "prompt": "p" * (i % 7)} for i in range(9000)],
+        [{"id": str(i), "prompt": "p", **({"later": {"n": i}} if i == 5000 else {})} for i in range(6000)],
+    ],
+    ids=["empty", "both-kinds", "tricky-text", "many", "nested-late"],
+)
+def test_streamed_prompts_are_the_prompts(tmp_path: Path, prompts: list[dict[str, object]]) -> None:
+    directory = _damaged(tmp_path, lambda d: d.update(prompts=prompts))
+    whole = read_run_config(directory)
+    streamed = read_run_config(directory, stream_prompts=True)
+    assert len(streamed.prompts) == len(whole.prompts) == len(prompts)
+    assert list(streamed.prompts) == whole.prompts == list(streamed.prompts)
+    assert [p.id for p in whole.prompts] == [p["id"] for p in prompts]
+    spaced = directory / RUN_CONFIG_FILE
+    spaced.write_text(json.dumps(json.loads(spaced.read_text()), indent=3))
+    assert list(read_run_config(directory, stream_prompts=True).prompts) == whole.prompts
 
 
 def test_a_newer_minor_version_and_unknown_members_are_read(tmp_path: Path) -> None:

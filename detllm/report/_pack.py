@@ -25,7 +25,7 @@ from .._claim import DirectoryClaim
 from ..diff import DiffOptions, diff_traces
 from ..diff._model import TIER1_FAILURES
 from ..diff._rows import prompt_id_of
-from ..diff._seen import SeenIds
+from ..diff._seen import OneSideIds
 from ..errors import InputError, TraceFormatError, UsageError
 from ..reader import open_trace
 from ..trace import Footer, Header
@@ -103,7 +103,7 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
     config_path = base / RUN_CONFIG_FILE
     if not config_path.is_file():
         raise InputError(f"{base}: no {RUN_CONFIG_FILE}: not a detLLM check or run directory")
-    config = read_run_config(base)
+    config = read_run_config(base, stream_prompts=True)  # a million prompts are read again, not kept
     document = config.document
     if config.check is None:
         return _pack_run(base, Path(out), config, all_prompts)
@@ -122,9 +122,9 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
     tier = source_options.tier if tier is None else tier
     if tier not in (1, 2):
         raise UsageError(f"tier must be 1 or 2, got {tier!r}")
-    all_ids = [p.id for p in config.prompts]
+    total = len(config.prompts)
     if all_prompts:
-        keep = all_ids
+        keep = [p.id for p in config.prompts]
     elif report is not None:
         keep = [pid for pid, found in statuses if _diverges(found, tier)]
     else:
@@ -135,13 +135,14 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
             f"{base}: no prompt diverges from run 0 in its {what} (Tier {tier}); nothing to pack "
             "(--all packs every prompt)"
         )
-    listed = set(all_ids)
+    wanted = set(keep)
+    kept_prompts = [p for p in config.prompts if p.id in wanted]  # only these are held
+    listed = {p.id for p in kept_prompts}
     unlisted = [k for k in keep if k not in listed]
     if unlisted:
         raise InputError(f"{config_path}: prompt {unlisted[0]!r} of the check's traces is not in its prompts")
     directory = out  # claimed by make_pack
     (directory / TRACES_DIR).mkdir()
-    wanted = set(keep)
     footers: dict[str, tuple[Footer | None, Footer]] = {}
     for run in runs:
         # A trace that did not finish is packed whole: its complete rows, with a footer.
@@ -156,15 +157,15 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
             if (isolated.parent / name).is_file():
                 shutil.copyfile(isolated.parent / name, target / name)
     packed = dict(document)
-    packed["prompts"] = [prompt_record(p) for p in config.prompts if p.id in wanted]
-    packed["pack"] = {"source": str(base), "prompts": len(all_ids), "kept": keep, "tier": tier}
+    packed["prompts"] = [prompt_record(p) for p in kept_prompts]
+    packed["pack"] = {"source": str(base), "prompts": total, "kept": keep, "tier": tier}
     if incomplete:
         packed["check"] = dict(packed["check"], traces=[
             msgspec.to_builtins(msgspec.structs.replace(r, path=r.path.removesuffix(PARTIAL_SUFFIX))) for r in runs
         ])
         packed["pack"]["incomplete"] = incomplete[0]
     _write(directory / RUN_CONFIG_FILE, orjson.dumps(packed, option=orjson.OPT_INDENT_2) + b"\n")
-    _write(directory / PROMPT_FILE, prompt_lines(p for p in config.prompts if p.id in wanted))
+    _write(directory / PROMPT_FILE, prompt_lines(kept_prompts))
     options = source_options.replace(tier=tier)
     packed_report = rebuild_check_report(directory, options)
     command = [
@@ -182,11 +183,11 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
         at = command.index("--batch-size")
         command[at : at + 2] = ["--concurrency", ",".join(map(str, plan.concurrency))]
     write_report_dir(packed_report, directory, command=command)
-    readme = _check_readme(base, packed_report, plan, keep, len(all_ids), tier, command, config.command, replayed)
+    readme = _check_readme(base, packed_report, plan, keep, total, tier, command, config.command, replayed)
     if incomplete:
         readme = readme.replace("\n## What was found\n", f"\n{incomplete[0]}\n\n## What was found\n", 1)
     _write(directory / README, readme.encode())
-    return PackResult(directory=directory, prompts=keep, total=len(all_ids), report=packed_report, command=command,
+    return PackResult(directory=directory, prompts=keep, total=total, report=packed_report, command=command,
                       incomplete=incomplete[0] if incomplete else None)
 
 
@@ -332,22 +333,30 @@ def _filter_trace(
     The footer's digest is checked as the lines pass.
     """
     written: set[str] = set()
-    seen = SeenIds()
     partial = source.name.endswith(PARTIAL_SUFFIX)
     with open_trace(source, allow_incomplete=partial) as reader:
+        seen = OneSideIds(reader.path)
         with TraceWriter(target, reader.header if header is None else header(reader.header)) as writer:
-            for line, raw in reader.raw_rows():
-                pid = prompt_id_of(raw)
-                row = None
-                if pid is None or raw.count(_ID_MEMBER) > 1:  # not the canonical layout: read it all
-                    row = reader.decode_row(line, raw)
-                    pid = row.prompt_id
-                if not seen.add(pid):
-                    raise TraceFormatError(reader.path, line, "prompt_id", f"duplicate prompt id {pid!r}")
-                if pid in wanted:
-                    # Checked as the reader checks it; written as read when already canonical.
-                    writer.write(row if row is not None else reader.decode_row(line, raw), raw)
-                    written.add(pid)
+            try:
+                for index, (line, raw) in enumerate(reader.raw_rows()):
+                    pid = prompt_id_of(raw)
+                    row = None
+                    if pid is None or raw.count(_ID_MEMBER) > 1:  # not the canonical layout: read it all
+                        row = reader.decode_row(line, raw)
+                        pid = row.prompt_id
+                    seen.add(pid, index, line)
+                    if pid in wanted:
+                        if pid in written:  # a repeat the ids on disk hold: the first one is the error
+                            seen.check()
+                        # Checked as the reader checks it; written as read when already canonical.
+                        writer.write(row if row is not None else reader.decode_row(line, raw), raw)
+                        written.add(pid)
+                seen.check()
+            except TraceFormatError:
+                seen.check()  # a prompt id repeated before the problem comes first
+                raise
+            finally:
+                seen.close()
             missing = sorted(wanted - written) if every else []
             if missing and not partial:
                 raise InputError(

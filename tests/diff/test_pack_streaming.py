@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ import msgspec
 import pytest
 
 from detllm.cli import main
+from detllm.diff import _align, _seen
 from detllm.report import load_report, rebuild_check_report
 from detllm.rundir import plan_runs
 from detllm.report._load import load_check_statuses
@@ -121,3 +123,26 @@ def test_a_bad_member_pack_uses_is_one_line_naming_it(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(source / "report.json") in err and field in err and problem in err.lower(), err
     assert not (tmp_path / "pack").exists()
+
+
+def test_past_the_id_table_limit_a_pack_is_the_same_and_a_duplicate_is_found(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "check"
+    _check_dir(source, 300, set(range(3, 300, 41)))
+    assert main(["pack", str(source), "--out", str(tmp_path / "table"), "-q"]) == 0
+    monkeypatch.setattr(_seen, "LIMIT", 4)
+    monkeypatch.setattr(_align, "LIMIT", 4)
+    assert main(["pack", str(source), "--out", str(tmp_path / "log"), "-q"]) == 0
+    assert _files(tmp_path / "log").keys() == _files(tmp_path / "table").keys()
+    for name, data in _files(tmp_path / "table").items():
+        if name.endswith((".jsonl", ".json")) and name != "run_config.json":
+            assert _files(tmp_path / "log")[name] == data, name
+    trace = source / "traces" / "bs8-in-order.jsonl"
+    lines = trace.read_bytes().splitlines()
+    body = [*lines[1:-1], lines[200]]  # row 199's prompt id once more, at line 302
+    digest = hashlib.sha256(b"".join(line + b"\n" for line in body)).hexdigest()
+    footer = json.dumps({"record": "footer", "rows": len(body), "digest": f"sha256:{digest}"}, separators=(",", ":"))
+    trace.write_bytes(b"\n".join([lines[0], *body, footer.encode()]) + b"\n")
+    assert main(["pack", str(source), "--out", str(tmp_path / "dup"), "--all", "-q"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"{trace}:302: prompt_id: duplicate prompt id 'p199'")
