@@ -64,23 +64,7 @@ class SeenIds:
 
     def add(self, pid: str) -> bool:
         """Add ``pid``; False when it was there already."""
-        key = hash(pid) or 1
-        check = crc32(pid.encode())
-        keys, checks, mask = self._keys, self._checks, self._mask
-        i = key & mask
-        while True:
-            found = keys[i]
-            if not found:
-                break
-            if found == key and checks[i] == check:
-                return False
-            i = (i + 1) & mask
-        keys[i] = key
-        checks[i] = check
-        self._size += 1
-        if 2 * self._size > mask:
-            self._grow()
-        return True
+        return self.add_fingerprint(hash(pid) or 1, crc32(pid.encode()))
 
     def _grow(self) -> None:
         old_keys, old_checks = self._keys, self._checks
