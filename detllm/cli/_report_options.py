@@ -8,6 +8,8 @@ import sys
 from typing import Any
 
 from ..diff import DiffOptions
+from ..diff._options import add_comparison_flags
+from ..diff._options import options_from as comparison_options
 from ..errors import InputError, TraceFormatError, UsageError
 from ..report import DEFAULT_MAX_PROMPTS, render_html, render_markdown, render_text, write_json, write_report_dir
 
@@ -15,24 +17,7 @@ HTML_HELP = "print one self-contained HTML page (no scripts, loads nothing); red
 
 
 def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("comparison")
-    group.add_argument("--tier", type=int, choices=(1, 2), default=DiffOptions.tier,
-                       help="1: fail on token differences only (default); 2: also on logprob differences")
-    group.add_argument("--atol", type=float, default=DiffOptions.atol, metavar="X",
-                       help="logprobs within X count as equal at Tier 2 (default 0: bitwise)")
-    group.add_argument("--near-tie-factor", type=float, default=DiffOptions.near_tie_factor, metavar="F",
-                       help="a flip is a near tie when its gap is at most F x the noise (default %(default)g)")
-    group.add_argument("--noise-floor", type=float, default=None, metavar="X",
-                       help="the smallest noise level assumed (default: by dtype, see docs/diff.md)")
-    group.add_argument("--context", type=int, default=DiffOptions.context_tokens, metavar="N",
-                       help="tokens of common context kept at a divergence (default %(default)s)")
-    group.add_argument("--continuation", type=int, default=DiffOptions.continuation_tokens, metavar="N",
-                       help="tokens of each side's continuation kept (default %(default)s)")
-    group.add_argument("--allow-incomplete", action="store_true",
-                       help="read traces without a footer (a run that did not finish); the report says so")
-    group.add_argument("--workers", type=int, default=0, metavar="N",
-                       help="processes hashing and analysing rows (default 0: 2 for large traces when "
-                       "a core is free, else 1)")
+    add_comparison_flags(parser.add_argument_group("comparison"))
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,16 +36,7 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 def options_from(args: argparse.Namespace) -> DiffOptions:
     if args.max_prompts < 0:
         raise UsageError(f"--max-prompts must be >= 0, got {args.max_prompts}")
-    return DiffOptions(
-        tier=args.tier,
-        atol=args.atol,
-        near_tie_factor=args.near_tie_factor,
-        noise_floor=args.noise_floor,
-        context_tokens=args.context,
-        continuation_tokens=args.continuation,
-        allow_incomplete=args.allow_incomplete,
-        workers=args.workers,
-    )
+    return comparison_options(args)
 
 
 def emit(report: Any, args: argparse.Namespace, *, command: list[str] | None = None) -> None:

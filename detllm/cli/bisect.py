@@ -21,7 +21,7 @@ import msgspec
 
 from ..capture.bisect import bisect, default_out, exit_code
 from ..capture.check import _run_isolated
-from ..diff import DiffOptions
+from ..diff._options import CHECK_FIELDS, add_comparison_flags, options_from
 from ..report._bisect_render import render_bisect_markdown, render_bisect_text
 from ..report._render import _atomic
 
@@ -31,8 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("right", metavar="B", help="run or check directory whose output diverges from A's")
     parser.add_argument("--max-runs", type=int, default=16, metavar="N", help="reruns at most, the control included (default: %(default)s)")
     parser.add_argument("--no-pairs", action="store_true", help="try single settings only")
-    parser.add_argument("--tier", type=int, choices=(1, 2), default=DiffOptions.tier, help="1: a divergence is other tokens (default); 2: other logprobs too")
-    parser.add_argument("--atol", type=float, default=DiffOptions.atol, metavar="X", help="logprobs within X count as equal (default 0: bitwise)")
+    add_comparison_flags(parser, CHECK_FIELDS, help={
+        "tier": "1: a divergence is other tokens (default); 2: other logprobs too",
+        "atol": "logprobs within X count as equal (default 0: bitwise)",
+    })
     parser.add_argument("--out", metavar="DIR", help="bisect directory to create (default: bisect/<UTC time>)")
     formats = parser.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_true", help="print the JSON report")
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         out=out,
         run_isolated=_run_isolated,
         max_runs=args.max_runs,
-        options=DiffOptions(tier=args.tier, atol=args.atol),
+        options=options_from(args),
         pairs=not args.no_pairs,
         progress=progress,
     )

@@ -23,7 +23,7 @@ from ..errors import UsageError
 from ..capture.check import check as run_check
 from ..capture.check import parse_batch_sizes
 from ..capture.runner import COMPOSITIONS
-from ..diff import DiffOptions
+from ..diff._options import CHECK_FIELDS, add_comparison_flags
 from ._sweep_options import add_sweep_arguments
 from ..report import DEFAULT_MAX_PROMPTS
 from ._capture_options import (
@@ -50,9 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_recording_arguments(check)
     check.add_argument("--out", metavar="DIR", help="check directory to create (default: checks/<UTC time>)")
 
-    comparison = parser.add_argument_group("comparison")
-    comparison.add_argument("--tier", type=int, choices=(1, 2), default=DiffOptions.tier, help="1: judge tokens (default); 2: also logprobs, for repeats and batch sizes alike")
-    comparison.add_argument("--atol", type=float, default=DiffOptions.atol, metavar="X", help="logprobs within X count as equal (default 0: bitwise)")
+    add_comparison_flags(parser.add_argument_group("comparison"), CHECK_FIELDS, help={
+        "tier": "1: judge tokens (default); 2: also logprobs, for repeats and batch sizes alike",
+        "atol": "logprobs within X count as equal (default 0: bitwise)",
+    })
 
     output = parser.add_argument_group("output")
     formats = output.add_mutually_exclusive_group()

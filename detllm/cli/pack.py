@@ -17,6 +17,7 @@ import argparse
 
 from .._escape import text as escape
 from ..errors import TraceFormatError
+from ..diff._options import add_comparison_flags
 from ..report._pack import make_pack
 from ._report_options import as_trouble
 
@@ -25,9 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="CHECK_DIR", help="a check directory (detllm check), or a run directory with --all")
     parser.add_argument("--out", required=True, metavar="PACK_DIR", help="the pack to create (must not exist, or be empty)")
     parser.add_argument("--all", action="store_true", dest="all_prompts", help="keep every prompt, diverging or not")
-    parser.add_argument("--tier", type=int, choices=(1, 2), help="1: prompts whose tokens diverge; 2: also those whose logprobs differ (default: the check's tier)")
-    parser.add_argument("--allow-incomplete", action="store_true",
-                        help="pack a check that did not finish, from the complete rows of the traces it wrote")
+    add_comparison_flags(parser, ("tier", "allow_incomplete"), defaults={"tier": None}, help={
+        "tier": "1: prompts whose tokens diverge; 2: also those whose logprobs differ (default: the check's tier)",
+        "allow_incomplete": "pack a check that did not finish, from the complete rows of the traces it wrote",
+    })
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing")
 
 

@@ -108,10 +108,7 @@ def _command_of(paths: list[str]) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.tier is None:
-        options = options_from(argparse.Namespace(**{**vars(args), "tier": 1}))
-    else:
-        options = options_from(args)
+    options = options_from(args)  # no --tier: Tier 1, or the saved report's or check's own
     try:
         report = _build(args, options)
     except TraceFormatError as error:

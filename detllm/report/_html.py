@@ -25,6 +25,7 @@ from typing import Any
 
 from ..diff import DiffReport, PromptResult, Token, TopEntry
 from ..diff._numbers import count, num
+from ..diff._options import comparison_arguments
 from ._text import tier_word
 from .. import _escape
 
@@ -585,11 +586,7 @@ def _histogram(report: Any, page: Page) -> Iterator[str]:
 
 def default_command(report: Any) -> list[list[str]]:
     """The commands that make this report again, for the reproduce box."""
-    options = []
-    if report.options.tier != 1:
-        options += ["--tier", str(report.options.tier)]
-    if report.options.atol:
-        options += ["--atol", f"{report.options.atol:g}"]
+    options = comparison_arguments(report.options)
     if report.kind == "diff":
         return [["detllm", "diff", report.left.path, report.right.path, *options]]
     if report.kind == "aggregate":

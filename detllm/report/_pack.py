@@ -23,6 +23,7 @@ import orjson
 from .._escape import code, code_block, markdown
 from .._claim import DirectoryClaim
 from ..diff import DiffOptions, diff_traces
+from ..diff._options import CHECK_FIELDS, comparison_arguments
 from ..diff._model import TIER1_FAILURES
 from ..diff._rows import prompt_id_of
 from ..diff._seen import OneSideIds
@@ -173,7 +174,7 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
         "--runs", str(plan.runs), "--batch-size", ",".join(map(str, plan.batch_sizes)),
         "--compositions", ",".join(plan.compositions) if plan.compositions else "",
         *(["--isolate"] if plan.isolate else []), *(["--replay"] if replayed else []),
-        "--tier", str(tier), *(["--atol", f"{plan.atol:g}"] if plan.atol else []),
+        *comparison_arguments(options, CHECK_FIELDS, keep=("tier",)),
         "--prompt-file", PROMPT_FILE, "--out", "again",
     ]  # fmt: skip
     if not plan.compositions:
