@@ -23,7 +23,8 @@ import msgspec
 import orjson
 
 from ._json_errors import explain_validation
-from .errors import InputError, RunDirectoryError
+from ._flags import Flag, arguments_of
+from .errors import InputError, RunDirectoryError, UsageError
 from .trace import Decoding
 
 RUN_CONFIG_FORMAT = "detllm.run_config"
@@ -102,25 +103,7 @@ class RunSettings(msgspec.Struct, kw_only=True, frozen=True):
         Settings at their defaults are left out, except the few a reader of the
         command wants to see; ``batch_size`` and ``composition`` are left to the caller.
         """
-        defaults = type(self)(model=self.model)
-        args = ["--model", self.model, "--backend", self.backend, "--dtype", self.dtype, "--device", self.device,
-                "--max-new-tokens", str(self.max_new_tokens), "--mode", self.mode]
-        for flag, name in (("--tokenizer", "tokenizer"), ("--revision", "revision"), ("--threads", "threads")):
-            if getattr(self, name) is not None:
-                args += [flag, str(getattr(self, name))]
-        if self.seed != defaults.seed:
-            args += ["--seed", str(self.seed)]
-        if self.do_sample:
-            args.append("--do-sample")
-        for flag, name in (("--temperature", "temperature"), ("--top-p", "top_p"), ("--top-k", "top_k"),
-                           ("--top-logprobs", "top_logprobs"), ("--logprobs", "logprobs")):
-            if getattr(self, name) != getattr(defaults, name):
-                args += [flag, str(getattr(self, name))]
-        for key, value in self.options.items():
-            args += ["--backend-option", f"{key}={option_text(value)}"]
-        if self.redact:
-            args += ["--redact", ",".join(self.redact)]
-        return args
+        return arguments_of(self, RUN_FLAGS, _SETTING_DEFAULTS)
 
     def decoding(self) -> Decoding:
         return Decoding(
@@ -141,6 +124,65 @@ def option_text(value: Any) -> str:
         except ValueError:
             return value
     return json.dumps(value)
+
+
+def backend_options(items: Sequence[str]) -> dict[str, Any]:
+    """``--backend-option KEY=VALUE`` arguments as the options they set (VALUE as JSON when it parses)."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--backend-option {item!r}: expected KEY=VALUE")
+        try:
+            options[key] = json.loads(text)
+        except ValueError:
+            options[key] = text
+    return options
+
+
+def _names(value: str) -> list[str]:
+    return [n.strip() for n in value.split(",") if n.strip()]
+
+
+RUN_FLAGS: tuple[Flag, ...] = (
+    # model
+    Flag("model", "--model", str, None, "a model directory, a built-in model ({models}), or a hub id already in the local cache",
+         group="model", always=True, required=True),
+    Flag("tokenizer", "--tokenizer", str, None, "tokenizer directory or id (default: the model's)", group="model"),
+    Flag("revision", "--revision", str, None, "hub revision of a cached model", group="model"),
+    Flag("backend", "--backend", str, None, "inference backend (default: %(default)s)", group="model", always=True),
+    Flag("dtype", "--dtype", str, None, "float32, bfloat16 or float16 (default: %(default)s)", group="model", always=True),
+    Flag("device", "--device", str, None, "cpu, cuda, cuda:N or auto (default: %(default)s)", group="model", always=True),
+    Flag("options", "--backend-option", str, "KEY=VALUE",
+         "a backend setting, recorded in the trace header (hf: attn_implementation=eager|sdpa, eos_token_ids=[0]; "
+         "vllm: see docs/vllm.md); VALUE is read as JSON when it parses",
+         group="model", repeat=True, parse=backend_options,
+         words=lambda options: [f"{key}={option_text(value)}" for key, value in options.items()]),
+    # decoding
+    Flag("max_new_tokens", "--max-new-tokens", int, None, "default: %(default)s", group="decoding", always=True),
+    Flag("do_sample", "--do-sample", None, None, "sample instead of greedy decoding", group="decoding"),
+    Flag("temperature", "--temperature", float, None, "sampling only (default: %(default)s)", group="decoding"),
+    Flag("top_p", "--top-p", float, None, "sampling only (default: %(default)s)", group="decoding"),
+    Flag("top_k", "--top-k", int, None, "sampling only; 0 turns it off (default: %(default)s)", group="decoding"),
+    Flag("seed", "--seed", int, None, "seeds the random generators and sampling (default: %(default)s)", group="decoding"),
+    # recording
+    Flag("top_logprobs", "--top-logprobs", int, "K", "alternatives recorded per step (default: %(default)s)",
+         group="recording"),
+    Flag("logprobs", "--logprobs", str, None,
+         "raw: the model's log-softmax; processed: after temperature, top-k, top-p (default: %(default)s)",
+         choices=("raw", "processed"), group="recording"),
+    Flag("mode", "--mode", str, None, "determinism controls: strict refuses to run without all of them (default: %(default)s)",
+         group="recording", always=True),
+    Flag("threads", "--threads", int, None, "torch CPU threads (default: leave as is, and record it)", group="recording"),
+    Flag("redact", "--redact", str, "WHAT", "facts left out of env.json: {redactions}, or all", default="",
+         group="recording", parse=_names, words=lambda names: [",".join(names)] if names else []),
+)  # fmt: skip
+"""The capture settings' flags, in the order a command line names them, each in its help group
+(``model``, ``decoding``, ``recording``). A help text's ``{...}`` is filled by the command line
+from the capture layer (the built-in models, the redactions); ``backend``'s and ``mode``'s
+choices too. ``batch_size`` and ``composition`` are each command's own."""
+
+_SETTING_DEFAULTS = {name: getattr(RunSettings(model=""), name) for name in RunSettings.__struct_fields__}
 
 
 class PlannedRun(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,8 +1,9 @@
 """Capture settings and command-line flags map both ways without loss.
 
-``RunSettings.arguments()`` is the one mapping from settings back to flags (used by
-``--isolate``, ``pack`` and every "how to reproduce" line); ``config_from`` (with the
-server options) is the mapping from flags to settings. Neither loads a model.
+``RUN_FLAGS`` (detllm/rundir.py) is the one table: the command line adds its flags from it,
+``RunSettings.arguments()`` maps settings back to flags (used by ``--isolate``, ``pack`` and
+every "how to reproduce" line), and ``config_from`` (with the server options) maps flags to
+settings. Neither loads a model.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from detllm.cli import build_parser
 from detllm.cli._capture_options import config_from
 from detllm.cli._server_options import with_server_options
 from detllm.diff import DiffOptions
-from detllm.rundir import CheckPlan
+from detllm.rundir import RUN_FLAGS, CheckPlan, RunSettings
 
 PARSER = build_parser()
 
@@ -96,3 +97,31 @@ def test_a_checks_default_comparison_is_the_diffs() -> None:
         assert (args.tier, args.atol) == (DiffOptions.tier, DiffOptions.atol), argv
     # report's --tier defaults to the tier a check directory was judged at.
     assert PARSER.parse_args(["report", "a", "b", "c"]).tier is None
+
+
+def test_the_table_has_one_flag_for_each_setting_and_the_round_trip_sees_them_all() -> None:
+    fields = [f.field for f in RUN_FLAGS]
+    assert len(set(fields)) == len(fields)
+    # batch_size and composition are each command's own (check takes lists of them).
+    assert set(fields) == set(RunSettings.__struct_fields__) - {"batch_size", "composition"}
+    for command in (["run", "--model", "m"], ["check", "--model", "m"]):
+        assert set(fields) <= set(vars(PARSER.parse_args(command))), command
+
+
+def test_every_flag_at_another_value_comes_back_in_table_order() -> None:
+    config = RunConfig(model="m", tokenizer="t", revision="abc1234", backend="vllm", dtype="bfloat16", device="cpu",
+                       options={"k": "v", "n": 2}, max_new_tokens=3, do_sample=True, temperature=0.5, top_p=0.9,
+                       top_k=4, seed=7, top_logprobs=2, logprobs="processed", mode="strict", threads=2,
+                       redact=["hostname", "paths"])  # fmt: skip
+    assert config.arguments() == [
+        "--model", "m", "--tokenizer", "t", "--revision", "abc1234", "--backend", "vllm", "--dtype", "bfloat16",
+        "--device", "cpu", "--backend-option", "k=v", "--backend-option", "n=2", "--max-new-tokens", "3",
+        "--do-sample", "--temperature", "0.5", "--top-p", "0.9", "--top-k", "4", "--seed", "7",
+        "--top-logprobs", "2", "--logprobs", "processed", "--mode", "strict", "--threads", "2",
+        "--redact", "hostname,paths",
+    ]  # fmt: skip
+    assert settings_of(flags_of(config)) == config
+    assert RunConfig(model="m").arguments() == [
+        "--model", "m", "--backend", "hf", "--dtype", "float32", "--device", "auto", "--max-new-tokens", "32",
+        "--mode", "best-effort",
+    ]  # fmt: skip

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._flags import Flag, add_flags, arguments_of, values_from
 from ..errors import UsageError
 
 NOISE_FLOORS: dict[str, float] = {
@@ -105,48 +106,21 @@ class DiffOptions:
         }
 
 
-_FIELD_DEFAULT = object()
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(DiffOptions)}
 
-
-@dataclass(frozen=True)
-class ComparisonFlag:
-    """One comparison setting on the command line: the :class:`DiffOptions` field it sets,
-    its flag, how the flag's text becomes a value (``type``; None: a switch), and its help.
-    ``default`` is the flag's default where it is not the field's (``--workers`` chooses)."""
-
-    field: str
-    flag: str
-    type: type | None
-    metavar: str | None
-    help: str
-    choices: tuple[object, ...] | None = None
-    default: object = _FIELD_DEFAULT
-
-    @property
-    def value(self) -> object:
-        """The value the flag stands for when it is not given."""
-        return _FIELDS[self.field].default if self.default is _FIELD_DEFAULT else self.default
-
-
-_FIELDS = {f.name: f for f in dataclasses.fields(DiffOptions)}
-
-COMPARISON_FLAGS: tuple[ComparisonFlag, ...] = (
-    ComparisonFlag("tier", "--tier", int, None,
-                   "1: fail on token differences only (default); 2: also on logprob differences", choices=(1, 2)),
-    ComparisonFlag("atol", "--atol", float, "X", "logprobs within X count as equal at Tier 2 (default 0: bitwise)"),
-    ComparisonFlag("near_tie_factor", "--near-tie-factor", float, "F",
-                   "a flip is a near tie when its gap is at most F x the noise (default %(default)g)"),
-    ComparisonFlag("noise_floor", "--noise-floor", float, "X",
-                   "the smallest noise level assumed (default: by dtype, see docs/diff.md)"),
-    ComparisonFlag("context_tokens", "--context", int, "N",
-                   "tokens of common context kept at a divergence (default %(default)s)"),
-    ComparisonFlag("continuation_tokens", "--continuation", int, "N",
-                   "tokens of each side's continuation kept (default %(default)s)"),
-    ComparisonFlag("allow_incomplete", "--allow-incomplete", None, None,
-                   "read traces without a footer (a run that did not finish); the report says so"),
-    ComparisonFlag("workers", "--workers", int, "N",
-                   "processes hashing and analysing rows (default 0: 2 for large traces when a core is free, else 1)",
-                   default=0),
+COMPARISON_FLAGS: tuple[Flag, ...] = (
+    Flag("tier", "--tier", int, None,
+         "1: fail on token differences only (default); 2: also on logprob differences", choices=(1, 2)),
+    Flag("atol", "--atol", float, "X", "logprobs within X count as equal at Tier 2 (default 0: bitwise)"),
+    Flag("near_tie_factor", "--near-tie-factor", float, "F",
+         "a flip is a near tie when its gap is at most F x the noise (default %(default)g)"),
+    Flag("noise_floor", "--noise-floor", float, "X", "the smallest noise level assumed (default: by dtype, see docs/diff.md)"),
+    Flag("context_tokens", "--context", int, "N", "tokens of common context kept at a divergence (default %(default)s)"),
+    Flag("continuation_tokens", "--continuation", int, "N", "tokens of each side's continuation kept (default %(default)s)"),
+    Flag("allow_incomplete", "--allow-incomplete", None, None,
+         "read traces without a footer (a run that did not finish); the report says so"),
+    Flag("workers", "--workers", int, "N",
+         "processes hashing and analysing rows (default 0: 2 for large traces when a core is free, else 1)", default=0),
 )  # fmt: skip
 """Every comparison flag, in the order a command line names them. ``buffer_bytes`` has none."""
 
@@ -155,8 +129,6 @@ FINDINGS_FIELDS = tuple(f.field for f in COMPARISON_FLAGS if f.field in DiffOpti
 
 CHECK_FIELDS = ("tier", "atol")
 """The comparison settings ``check`` and ``bisect`` take (a check's ``run_config.json`` records them)."""
-
-_BY_FIELD = {f.field: f for f in COMPARISON_FLAGS}
 
 
 def add_comparison_flags(
@@ -169,33 +141,14 @@ def add_comparison_flags(
     """Add the flags of ``fields`` (default: all) to an argparse parser or group, each stored
     under its field's name. ``help`` and ``defaults`` reword or change a flag for one command
     (a None default means "not given": :func:`options_from` then keeps the field's default)."""
-    help, defaults = help or {}, defaults or {}
-    for name in _BY_FIELD if fields is None else fields:
-        flag = _BY_FIELD[name]
-        default = defaults.get(name, flag.value)
-        words = help.get(name, flag.help)
-        if flag.type is None:
-            parser.add_argument(flag.flag, dest=name, action="store_true", help=words)
-            continue
-        extra: dict[str, object] = {"metavar": flag.metavar} if flag.metavar else {}
-        if flag.choices:
-            extra["choices"] = flag.choices
-        parser.add_argument(flag.flag, dest=name, type=flag.type, default=default, help=words, **extra)
-
+    chosen = [f for f in COMPARISON_FLAGS if fields is None or f.field in fields]
+    add_flags(parser, chosen, _DEFAULTS, help=help, defaults=defaults)
 
 
 def options_from(args: object, base: DiffOptions | None = None) -> DiffOptions:
     """The options the comparison flags of a parsed command line give (fields whose flag the
     command does not take, or that were left None, keep ``base``'s value)."""
-    given = {f.field: getattr(args, f.field) for f in COMPARISON_FLAGS if getattr(args, f.field, None) is not None}
-    return (base or DiffOptions()).replace(**given)
-
-
-def _number(value: object) -> str:
-    if isinstance(value, float):
-        short = f"{value:g}"
-        return short if float(short) == value else repr(value)
-    return str(value)
+    return (base or DiffOptions()).replace(**values_from(args, COMPARISON_FLAGS))
 
 
 def comparison_arguments(
@@ -203,16 +156,4 @@ def comparison_arguments(
 ) -> list[str]:
     """The flags that give ``options`` back, for the ``fields`` a command takes: only the values
     that differ from the flag's default (``keep``: named even at their default), in table order."""
-    words: list[str] = []
-    for flag in COMPARISON_FLAGS:
-        if flag.field not in fields:
-            continue
-        value = getattr(options, flag.field)
-        if value == flag.value and flag.field not in keep:
-            continue
-        if flag.type is None:
-            if value:
-                words.append(flag.flag)
-        elif value is not None:
-            words += [flag.flag, _number(value)]
-    return words
+    return arguments_of(options, [f for f in COMPARISON_FLAGS if f.field in fields], _DEFAULTS, keep=keep)
