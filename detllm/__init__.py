@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._lazy import lazy_names
 from ._version import __version__
 from .errors import (
     CaptureError,
@@ -43,18 +44,9 @@ from .trace import (
 )
 from .validate import Finding, ValidationResult, validate_trace
 from .writer import TraceWriter, write_trace
-from .diff import DiffOptions, DiffReport, diff_traces
-from .report import (
-    AggregateReport,
-    CheckReport,
-    aggregate_traces,
-    load_report,
-    render_html,
-    render_json,
-    render_markdown,
-    render_text,
-    write_report_dir,
-)
+from .diff import DiffOptions, aggregate_traces, diff_traces
+from .diff.model import AggregateReport, CheckReport, DiffReport
+from .report import load_report, render_html, render_json, render_markdown, render_text, write_report_dir
 
 if TYPE_CHECKING:
     from .capture.check import CheckResult, Progress
@@ -62,21 +54,10 @@ if TYPE_CHECKING:
     from .capture.registry import BackendConfig
     from .capture.replay import ReplayResult
     from .capture.runner import CaptureSession, RunResult
-    from .report._replay_model import ReplayDocument
+    from .diff.model import ReplayDocument
 
-_LAZY = {"BackendConfig": "detllm.capture.registry", "CaptureSession": "detllm.capture.runner"}
+__getattr__ = lazy_names(__name__, {"BackendConfig": ".capture.registry", "CaptureSession": ".capture.runner"})
 """Capture names exported without importing capture until they are first used."""
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'detllm' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
 
 
 def run(
@@ -219,7 +200,8 @@ def replay_report(original: str | os.PathLike[str], replay: str | os.PathLike[st
 
     Raises :class:`~detllm.errors.UsageError` when ``replay`` is not a replay of ``original``.
     """
-    from .report._replay import NotAReplay, build_replay_report
+    from .diff.inputs import NotAReplay
+    from .diff import build_replay_report
 
     try:
         return build_replay_report(original, replay)

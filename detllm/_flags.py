@@ -2,7 +2,7 @@
 arguments, how parsed arguments become field values, and how values become flags again.
 
 Each settings record keeps its own table (capture settings: :data:`detllm.rundir.RUN_FLAGS`;
-comparison settings: ``detllm.diff._options.COMPARISON_FLAGS``); this module is what the
+comparison settings: ``detllm.diff.options.COMPARISON_FLAGS``); this module is what the
 tables share. A flag stores its value under its field's name (``dest``).
 """
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from detllm.cli import build_parser
 from detllm.diff import DiffOptions
-from detllm.diff._options import (
+from detllm.diff.options import (
     CHECK_FIELDS,
     COMPARISON_FLAGS,
     FINDINGS_FIELDS,

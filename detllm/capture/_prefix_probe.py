@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 
 from ..errors import CaptureError, DetllmError
-from ..report._sweep_model import PrefixCounters
+from ..diff.model import PrefixCounters
 from .prompts import load_prompt_file
 from ..rundir import DETERMINISM_FILE
 from .runner import CaptureSession, RunConfig, _write, _write_json

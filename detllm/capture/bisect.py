@@ -24,19 +24,22 @@ import orjson
 
 from .._version import __version__
 from ..diff import DiffOptions, diff_traces
-from ..diff._model import TIER1_FAILURES, Producer
-from ..diff._numbers import count
-from ..diff._report import REPORT_FORMAT, REPORT_VERSION, ReportOptions
-from ..errors import DetllmError, ExitCode, UsageError
-from ..report._bisect_model import (
+from ..diff.model import (
+    REPORT_FORMAT,
+    REPORT_VERSION,
+    TIER1_FAILURES,
     BisectBudget,
     BisectDocument,
     BisectObserved,
     BisectRun,
     BisectSide,
     BisectVerdict,
+    Producer,
+    ReportOptions,
     SettingDifference,
 )
+from .._numbers import count
+from ..errors import DetllmError, ExitCode, UsageError
 from ..rundir import TRACE_FILE, TRACES_DIR, PlannedRun, read_run_config
 from .backend import Prompt
 from .._claim import DirectoryClaim

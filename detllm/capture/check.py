@@ -5,7 +5,7 @@ batch size in order, and every batch size above 1 with other compositions, so th
 each prompt meets other neighbours. All captures share one :class:`CaptureSession`
 (the model is loaded once), unless ``isolate`` runs each repeat in a fresh
 ``detllm run`` process. The traces go into the check directory, and the report is
-built from them by :func:`detllm.report.build_check_report`, the diff engine's
+built from them by :func:`detllm.diff.build_check_report`, the diff engine's
 comparisons of every run with run 0.
 """
 
@@ -23,10 +23,11 @@ from pathlib import Path
 import msgspec
 
 from .._claim import CLAIM_FILE, DirectoryClaim
-from ..diff import DiffOptions
+from ..diff import DiffOptions, build_check_report
 from ..errors import CaptureError, UsageError
-from ..report import CheckPrompt, CheckReport, build_check_report, write_report_dir
-from ..report._check import read_determinism
+from ..report import write_report_dir
+from ..diff.model import CheckPrompt, CheckReport, CheckSettings
+from ..diff.inputs import read_determinism
 from ..rundir import (
     DETERMINISM_FILE,
     ENV_FILE,
@@ -39,7 +40,6 @@ from ..rundir import (
     plan_runs,
     run_config_document,
 )
-from ..report._check_model import CheckSettings
 from .backend import Prompt
 from .determinism import DeterminismReport
 from .check_replay import refuse_replay, replay_divergences

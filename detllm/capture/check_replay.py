@@ -5,7 +5,8 @@ For every first divergence between run 0 and run N, both runs' rows are replayed
 setup it stands for: the diverging prompts' batches are rebuilt as that setup built
 them, with the source run's rows as batch-mates. Only batches holding a diverging
 prompt are replayed. The traces go to ``replays/`` with an index
-(``replays/replays.json``) that :mod:`detllm.report._check_replay` judges, offline.
+(``replays/replays.json``) that :func:`detllm.diff.build_check_report` judges, offline
+(``detllm/diff/_check_replay.py``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import msgspec
 
 from ..errors import UsageError
 from ..reader import open_trace
-from ..report import CheckReport
-from ..report._check_replay import REPLAYS_DIR, CheckReplayTrace, plan_replays, write_index
+from ..diff.model import CheckReplayTrace, CheckReport
+from ..diff.inputs import REPLAYS_DIR, plan_replays, write_index
 from ..trace import Batch, Row
 from ..writer import TraceWriter
 from .replay import DEFAULT_TOP_K, _header, _replay_batch, read_source

@@ -26,10 +26,10 @@ from typing import Any
 import msgspec
 
 from .._claim import CLAIM_FILE, DirectoryClaim
-from ..diff import DiffOptions, diff_traces
+from ..diff import DiffOptions, build_check_report, diff_traces
 from ..errors import CaptureError, UsageError
-from ..report import build_check_report, write_report_dir
-from ..report._check import read_determinism
+from ..report import write_report_dir
+from ..diff.inputs import read_determinism
 from ..rundir import (
     DETERMINISM_FILE,
     ENV_FILE,
@@ -40,7 +40,7 @@ from ..rundir import (
     PlannedRun,
     run_config_document,
 )
-from ..report._check_model import CheckSettings
+from ..diff.model import CheckSettings
 from ..trace import Batch, Decoding, Row
 from ..writer import TraceWriter, canonical_row
 from .backend import Prompt

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from .._claim import DirectoryClaim
-from ..diff._locate import locate_trace
+from ..diff.inputs import locate_trace
 from ..errors import CaptureError, UsageError
 from ..reader import open_trace
 from ..trace import REPLAY_VERSION, Batch, Footer, Header, Placement, Replay, Row

@@ -11,7 +11,7 @@ trace it wrote: a value the engine did not apply makes the variant ``not_applied
 ``enable_prefix_caching=true`` on vLLM runs the prompts twice on one engine, cold then
 warm, and keeps vLLM's count of cached prompt tokens for each (``_prefix_probe.py``).
 What all of this shows is judged offline from ``sweep.json`` and the traces
-(:func:`detllm.report._sweep.build_sweep_report`).
+(:func:`detllm.diff.build_check_report`, through ``detllm/diff/_sweep.py``).
 """
 
 from __future__ import annotations
@@ -31,16 +31,10 @@ import msgspec
 from ..errors import CaptureError, DetllmError, UsageError
 from ..reader import open_trace
 from ..rundir import ISOLATED_DIR, TRACES_DIR, PlannedRun
-from ..report._sweep_model import (
-    SWEEP_FILE,
-    SWEEP_MODES,
-    PrefixCounters,
-    SweepRecord,
-    SweepTrace,
-    SweepVariantRecord,
-)
+from ..diff.inputs import SWEEP_FILE
+from ..diff.model import SWEEP_MODES, PrefixCounters, SweepRecord, SweepTrace, SweepVariantRecord
 from ..trace import Header
-from ._sweep_settings import PREFIX_CACHE, Setting, parse_sweep
+from ._sweep_settings import PREFIX_CACHE, SETTINGS, Setting, parse_sweep  # SETTINGS: for --sweep's help
 from .backend import Prompt
 from .prompts import prompt_lines
 from .runner import CaptureSession, RunConfig, _write, _write_json

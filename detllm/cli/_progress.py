@@ -7,7 +7,7 @@ import time
 from typing import TextIO
 
 from .._escape import text as escape
-from ..report._text_util import clip
+from .._text_util import clip
 
 _WIDTH = 79
 _BAR = 24

@@ -8,8 +8,8 @@ import sys
 from typing import Any
 
 from ..diff import DiffOptions
-from ..diff._options import add_comparison_flags
-from ..diff._options import options_from as comparison_options
+from ..diff.options import add_comparison_flags
+from ..diff.options import options_from as comparison_options
 from ..errors import InputError, TraceFormatError, UsageError
 from ..report import DEFAULT_MAX_PROMPTS, render_html, render_markdown, render_text, write_json, write_report_dir
 

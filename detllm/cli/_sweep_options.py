@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..capture._sweep_settings import SETTINGS
-from ..report._sweep_model import SWEEP_MODES
+from ..capture.sweep import SETTINGS  # the table of sweepable settings per backend
+from ..diff.model import SWEEP_MODES
 
 
 def add_sweep_arguments(group: argparse._ArgumentGroup) -> None:

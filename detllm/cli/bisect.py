@@ -21,9 +21,8 @@ import msgspec
 
 from ..capture.bisect import bisect, default_out, exit_code
 from ..capture.check import _run_isolated
-from ..diff._options import CHECK_FIELDS, add_comparison_flags, options_from
-from ..report._bisect_render import render_bisect_markdown, render_bisect_text
-from ..report._render import _atomic
+from ..diff.options import CHECK_FIELDS, add_comparison_flags, options_from
+from ..report import atomic_file, render_bisect_markdown, render_bisect_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     data = msgspec.json.format(msgspec.json.encode(document), indent=2) + b"\n"
     text, markdown = render_bisect_text(document), render_bisect_markdown(document)
     for name, content in (("report.json", data), ("report.txt", text.encode()), ("report.md", markdown.encode())):
-        with _atomic(out / name) as handle:
+        with atomic_file(out / name) as handle:
             handle.write(content)
     if not args.quiet:
         sys.stdout.write(data.decode() if args.json else markdown if args.markdown else text)

@@ -23,7 +23,7 @@ from ..errors import UsageError
 from ..capture.check import check as run_check
 from ..capture.check import parse_batch_sizes
 from ..capture.runner import COMPOSITIONS
-from ..diff._options import CHECK_FIELDS, add_comparison_flags
+from ..diff.options import CHECK_FIELDS, add_comparison_flags
 from ._sweep_options import add_sweep_arguments
 from ..report import DEFAULT_MAX_PROMPTS
 from ._capture_options import (

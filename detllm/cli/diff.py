@@ -19,7 +19,7 @@ import msgspec
 
 from .._escape import text as escape
 from ..diff import diff_traces
-from ..diff._locate import locate_trace
+from ..diff.inputs import locate_trace
 from ..errors import NewerMinorVersionWarning, TraceFormatError, UsageError
 from ..reader import read_header
 from ._report_options import add_comparison_arguments, add_output_arguments, as_trouble, emit, options_from
@@ -59,9 +59,9 @@ def _replay_diff(args: argparse.Namespace) -> int | None:
         original, replayed = args.right, args.left  # REPLAY ORIGINAL: the headers say which is which
     else:
         return None
-    from ..report._render import _atomic
-    from ..report._replay import NotAReplay, build_replay_report
-    from ..report._replay_render import render_replay_markdown, render_replay_text
+    from ..diff import build_replay_report
+    from ..diff.inputs import NotAReplay
+    from ..report import atomic_file, render_replay_markdown, render_replay_text
 
     try:
         document = build_replay_report(original, replayed)
@@ -79,7 +79,7 @@ def _replay_diff(args: argparse.Namespace) -> int | None:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         for name, content in (("report.json", data), ("report.txt", text.encode()), ("report.md", markdown.encode())):
-            with _atomic(out / name) as handle:
+            with atomic_file(out / name) as handle:
                 handle.write(content)
     if not args.quiet:
         if args.json:

@@ -17,8 +17,8 @@ import argparse
 
 from .._escape import text as escape
 from ..errors import TraceFormatError
-from ..diff._options import add_comparison_flags
-from ..report._pack import make_pack
+from ..diff.options import add_comparison_flags
+from ..report import make_pack
 from ._report_options import as_trouble
 
 

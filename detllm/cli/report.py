@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from .._io import open_regular
-from ..diff import DiffOptions, diff_traces
+from ..diff import DiffOptions, aggregate_traces, diff_traces, rebuild_check_report
 from ..errors import DetllmError, TraceFormatError, UsageError
-from ..report import aggregate_traces, load_report, rebuild_check_report
-from ..report._aggregate import expand_paths
-from ..report._check import read_plan
+from ..report import load_report, recorded_command
+from ..diff.inputs import expand_paths, read_plan
 from ..rundir import RUN_CONFIG_FILE, read_run_config
-from ..report._render import recorded_command
 from ._report_options import (
     add_comparison_arguments,
     add_output_arguments,

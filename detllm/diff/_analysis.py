@@ -11,7 +11,7 @@ import msgspec
 from ..trace import Header
 from ._header import compare_headers, computing_change
 from ._model import Divergence, Drift, Evidence, InputDifference, PromptResult, Side, Token, TopEntry
-from ._numbers import count, num, ratio
+from .._numbers import count, num, ratio
 from ._options import DEFAULT_NOISE_FLOOR, DiffOptions, noise_floor_for
 from ._rows import FastRow, SideRow, Step
 

@@ -14,7 +14,7 @@ from ..trace import Header, Row
 from ._align import Aligner, Only, Pair, Same
 from ._analysis import Context, compare, identical_encoded, unmatched
 from ._header import compare_setup, with_input_evidence
-from ._numbers import count
+from .._numbers import count
 from ._model import CLASSIFICATIONS, STATUSES, TIER1_FAILURES, PositionCount, PromptResult, Setup, Summary, TraceInfo, Verdict
 from ._options import DiffOptions
 from ._parallel import Item, Outcome, PairPool, can_fork

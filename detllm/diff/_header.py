@@ -9,7 +9,7 @@ import msgspec
 
 from ..trace import Header
 from ._model import Attribution, HeaderDifference, Setup
-from ._numbers import count
+from .._numbers import count
 
 _IGNORED: dict[str, str] = {
     "created_at": "when the trace was written; never affects the numbers",

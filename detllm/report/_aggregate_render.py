@@ -5,15 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from ..diff import PositionCount
-from ..diff._numbers import count
-from ._aggregate_model import AggregateReport, FieldVariation, PromptAggregate
+from ..diff.model import AggregateReport, FieldVariation, PositionCount, PromptAggregate
+from .._numbers import count
 from .._escape import code
 from .._escape import markdown as cell
 from .._escape import text as escape
 from ._markdown import divergence_md
 from ._text import DEFAULT_MAX_PROMPTS, WIDTH, divergence_lines, paragraph, tier_word, value_raw
-from ._text_util import clip, pad, raw_tokens_text
+from .._text_util import clip, pad, raw_tokens_text
 
 MAX_RUNS_LISTED = 20
 

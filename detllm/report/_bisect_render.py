@@ -6,10 +6,10 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from ._bisect_model import BisectDocument, BisectRun
+from ..diff.model import BisectDocument, BisectRun
 from ._markdown import cell, code
 from ._text import paragraph
-from ._text_util import clip, escape, pad
+from .._text_util import clip, escape, pad
 
 
 def _code(text: str) -> str:

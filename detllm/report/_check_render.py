@@ -5,11 +5,10 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Iterator
 
-from ..diff import PromptResult
-from ..diff._numbers import count
+from ..diff.model import CheckComparison, CheckDivergence, CheckPrompt, CheckReport, PromptResult
+from .._numbers import count
 from ._aggregate_render import MAX_RUNS_LISTED
 from ._concurrency_render import concurrency_markdown, concurrency_text
-from ._check_model import CheckComparison, CheckDivergence, CheckPrompt, CheckReport
 from .._escape import code
 from .._escape import markdown as cell
 from .._escape import text as escape
@@ -17,7 +16,7 @@ from ._markdown import divergence_md
 from ._sweep_render import sweep_markdown, sweep_text
 from ._check_replay_render import replay_markdown, replay_text
 from ._text import DEFAULT_MAX_PROMPTS, WIDTH, divergence_lines, drift_summary, paragraph, tier_word
-from ._text_util import clip, pad
+from .._text_util import clip, pad
 
 CLAIMS = {"tier2": "Tier 2", "tier1": "Tier 1", "none": "none"}
 

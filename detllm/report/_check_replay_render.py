@@ -8,10 +8,10 @@ from .._escape import code
 from .._escape import html as esc
 from .._escape import markdown as cell
 from .._escape import text as escape
-from ..diff._numbers import num
-from ._check_replay import CheckReplay, ReplayMargin
+from .._numbers import num
+from ..diff.model import CheckReplay, ReplayMargin
 from ._text import paragraph
-from ._text_util import clip, pad
+from .._text_util import clip, pad
 
 MAX_MARGINS = 40
 """Margins listed in text and Markdown; the JSON report has every one."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from .._escape import html as esc
-from ._concurrency import ConcurrencyAnswer, percent
+from .._numbers import percent
+from ..diff.model import ConcurrencyAnswer
 from ._markdown import cell, code
-from ._text_util import clip, escape, pad
+from .._text_util import clip, escape, pad
 
 
 def _minority(m: object) -> str:

@@ -7,9 +7,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from ..diff import DiffReport, PromptResult, TraceInfo
-from ..diff._model import Producer
-from ..diff._report import REPORT_FORMAT, REPORT_VERSION, Version
+from ..diff.model import REPORT_FORMAT, REPORT_VERSION, DiffReport, Producer, PromptResult, TraceInfo, Version
 
 
 class FirstDivergence(PromptResult, frozen=True, kw_only=True):

@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..diff import DiffReport, PromptResult, Token, TopEntry
-from ..diff._numbers import count, num
-from ..diff._options import comparison_arguments
+from .._numbers import count, num
+from ..diff.model import DiffReport, PromptResult, Token, TopEntry
+from ..diff.options import comparison_arguments
 from ._text import tier_word
 from .. import _escape
 

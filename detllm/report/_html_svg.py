@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from ..diff import PositionCount, PromptResult
-from ..diff._numbers import num
+from ..diff.model import PositionCount, PromptResult
+from .._numbers import num
 
 Escape = Callable[[str], str]
 

@@ -10,12 +10,8 @@ import orjson
 
 from .._io import open_regular
 from .._json_errors import REPEATED_MEMBER, duplicate_member
-from ..diff import DiffReport
-from ..diff._model import Status
-from ..diff._report import check_preamble
+from ..diff.model import AggregateReport, CheckReport, DiffReport, Status, check_preamble
 from ..errors import InputError, TraceFormatError
-from ._aggregate_model import AggregateReport
-from ._check_model import CheckReport
 
 
 def load_report(path: str | os.PathLike[str]) -> DiffReport | AggregateReport | CheckReport:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from ..diff import DiffReport, PromptResult, Side, Token, TraceInfo
-from ..diff._numbers import count, num
+from ..diff.model import DiffReport, PromptResult, Side, Token, TraceInfo
+from .._numbers import count, num
 from .._escape import code
 from .._escape import markdown as cell
 from ._text import DEFAULT_MAX_PROMPTS, collect_prompts, lp, tier_word
-from ._text_util import raw_tokens_text
+from .._text_util import raw_tokens_text
 
 __all__ = ["cell", "code", "divergence_md", "render_diff_markdown", "tok", "value"]
 """``cell`` and ``code`` are :mod:`detllm._escape`'s ``markdown`` and ``code``."""

@@ -22,11 +22,19 @@ import orjson
 
 from .._escape import code, code_block, markdown
 from .._claim import DirectoryClaim
-from ..diff import DiffOptions, diff_traces
-from ..diff._options import CHECK_FIELDS, comparison_arguments
-from ..diff._model import TIER1_FAILURES
-from ..diff._rows import prompt_id_of
-from ..diff._seen import OneSideIds
+from ..diff import DiffOptions, diff_traces, rebuild_check_report
+from ..diff.inputs import (
+    REPLAYS_DIR,
+    REPLAY_INDEX,
+    OneSideIds,
+    prompt_id_of,
+    read_determinism,
+    read_index,
+    recorded_runs,
+    write_index,
+)
+from ..diff.model import TIER1_FAILURES, CheckReport
+from ..diff.options import CHECK_FIELDS, comparison_arguments
 from ..errors import InputError, TraceFormatError, UsageError
 from ..reader import open_trace
 from ..trace import Footer, Header
@@ -45,9 +53,6 @@ from ..rundir import (
     read_run_config,
 )
 from ..writer import PARTIAL_SUFFIX, TraceWriter
-from ._check import read_determinism, rebuild_check_report, recorded_runs
-from ._check_model import CheckReport
-from ._check_replay import REPLAY_INDEX, REPLAYS_DIR, read_index, write_index
 from ._load import load_check_statuses
 from ._render import write_report_dir
 

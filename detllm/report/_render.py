@@ -11,7 +11,7 @@ from typing import IO, Any
 import msgspec
 import orjson
 
-from ..diff import DiffReport
+from ..diff.model import DiffReport
 from ..errors import DetllmError
 from ..rundir import read_run_config
 from ._first_divergence import first_divergences
@@ -19,8 +19,8 @@ from ._markdown import render_diff_markdown
 from ._text import DEFAULT_MAX_PROMPTS, render_diff_text
 
 Report = Any
-"""A :class:`~detllm.diff.DiffReport`, an :class:`~detllm.report.AggregateReport` or a
-:class:`~detllm.report.CheckReport`."""
+"""A :class:`~detllm.diff.DiffReport`, an :class:`~detllm.diff.AggregateReport` or a
+:class:`~detllm.diff.CheckReport`."""
 
 
 def render_text(report: Report, *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> str:
@@ -123,18 +123,18 @@ def write_report_dir(
     """
     directory = Path(out_dir)
     (directory / "diffs").mkdir(parents=True, exist_ok=True)
-    with _atomic(directory / "report.json") as out:
+    with atomic_file(directory / "report.json") as out:
         write_json(report, out)
-    with _atomic(directory / "report.txt") as out:
+    with atomic_file(directory / "report.txt") as out:
         out.write(render_text(report, max_prompts=max_prompts).encode())
-    with _atomic(directory / "report.md") as out:
+    with atomic_file(directory / "report.md") as out:
         out.write(render_markdown(report, max_prompts=max_prompts).encode())
     if command is None and report.kind == "check":
         command = recorded_command(directory)
-    with _atomic(directory / "report.html") as out:
+    with atomic_file(directory / "report.html") as out:
         out.write(render_html(report, command=command).encode())
     head, entries = first_divergences(report)
-    with _atomic(directory / "diffs" / "first_divergence.json") as out:
+    with atomic_file(directory / "diffs" / "first_divergence.json") as out:
         _write_document(head, "divergences", entries, out)
     return directory
 
@@ -148,7 +148,10 @@ def recorded_command(directory: Path) -> list[str] | None:
     return command or None
 
 
-class _atomic:
+class atomic_file:
+    """``with atomic_file(path) as out``: write ``<path>.partial``, renamed to ``path`` when
+    the block completes and removed when it raises."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.partial = path.with_name(path.name + ".partial")

@@ -10,11 +10,10 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from ..diff._replay import Flip, Statistics
+from ..diff.model import Flip, ReplayDocument, ReplaySide, Statistics
 from ._markdown import cell, code
-from ._replay_model import ReplayDocument, ReplaySide
 from ._text import paragraph
-from ._text_util import escape
+from .._text_util import escape
 
 MAX_FLIPS = 50
 """Would-flip positions listed in text and Markdown (JSON has them all)."""

@@ -12,12 +12,8 @@ from typing import Any
 import msgspec
 
 from .._schema import null_last
-from ..diff._report import DiffDocument
-from ._aggregate_model import AggregateDocument
-from ._bisect_model import BisectDocument
-from ._check_model import CheckDocument
+from ..diff.model import AggregateDocument, BisectDocument, CheckDocument, DiffDocument, ReplayDocument
 from ._first_divergence import FirstDivergenceDocument
-from ._replay_model import ReplayDocument
 
 
 ADDED: frozenset[str] = frozenset({"concurrency", "concurrency_invariant", "concurrency_invariant_logprobs"})

@@ -8,9 +8,9 @@ from typing import Any
 
 from .._escape import html as esc
 from ._markdown import cell, code
-from ._sweep_model import SweepComparison, SweepReport, SweepVariant
+from ..diff.model import SweepComparison, SweepReport, SweepVariant
 from ._text import WIDTH, paragraph, tier_word
-from ._text_util import clip, escape, pad
+from .._text_util import clip, escape, pad
 
 STATUS_WORDS = {"run": "run", "baseline": "baseline", "not_run": "NOT RUN", "not_applied": "NOT APPLIED"}
 

@@ -6,10 +6,10 @@ import json
 import textwrap
 from collections.abc import Iterator
 
-from ..diff import DiffReport, Divergence, HeaderDifference, PromptResult, Side, TraceInfo
-from ..diff._numbers import count, num
+from ..diff.model import DiffReport, Divergence, HeaderDifference, PromptResult, Side, TraceInfo
+from .._numbers import count, num
 from .._escape import text as escape
-from ._text_util import clip, columns, pad, token, tokens_text, wrap
+from .._text_util import clip, columns, pad, token, tokens_text, wrap
 
 WIDTH = 80
 COLUMN = 37

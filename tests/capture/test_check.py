@@ -23,7 +23,8 @@ from detllm.cli import main
 from detllm.cli._progress import Progress
 from detllm.diff import DiffOptions, diff_traces
 from detllm.errors import UsageError
-from detllm.report import CheckReport, load_report
+from detllm.diff.model import CheckReport
+from detllm.report import load_report
 
 pytestmark = pytest.mark.hf
 

@@ -17,7 +17,9 @@ import pytest
 
 from detllm import open_trace
 from detllm.cli import main
-from detllm.report import CheckReport, load_report, rebuild_check_report
+from detllm.diff import rebuild_check_report
+from detllm.diff.model import CheckReport
+from detllm.report import load_report
 
 pytestmark = pytest.mark.hf
 

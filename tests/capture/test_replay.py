@@ -10,7 +10,7 @@ import pytest
 from detllm import open_trace, validate_trace
 from detllm.capture.backend import ForcedSequence
 from detllm.cli import main
-from detllm.report._replay import build_replay_report
+from detllm.diff import build_replay_report
 from detllm.report._replay_render import render_replay_text
 
 pytestmark = pytest.mark.hf

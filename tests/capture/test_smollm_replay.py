@@ -8,7 +8,7 @@ import pytest
 
 from detllm.capture._smollm import gguf_path
 from detllm.cli import main
-from detllm.report._replay import build_replay_report
+from detllm.diff import build_replay_report
 from detllm.report._replay_render import render_replay_text
 
 pytestmark = [

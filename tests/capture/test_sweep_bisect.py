@@ -18,7 +18,8 @@ import pytest
 
 from detllm.cli import main
 from detllm.diff import diff_traces
-from detllm.report import CheckReport, load_report
+from detllm.diff.model import CheckReport
+from detllm.report import load_report
 
 pytestmark = pytest.mark.hf
 

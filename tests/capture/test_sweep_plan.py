@@ -17,8 +17,8 @@ from detllm.capture.runner import RunConfig
 from detllm.capture.sweep import plan_sweep, run_sweep
 from detllm.diff import DiffOptions
 from detllm.errors import UsageError
-from detllm.report._sweep import build_sweep_report
-from detllm.report._sweep_model import sweep_answer
+from detllm.diff._sweep import build_sweep_report
+from detllm.diff._sweep_model import sweep_answer
 from detllm.writer import TraceWriter
 from tests.factories import make_header, make_row
 

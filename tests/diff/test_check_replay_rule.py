@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from detllm.diff import DiffOptions
-from detllm.report._check_replay import ReplayFloor, _margin
+from detllm.diff._check_replay import ReplayFloor, _margin
 from detllm.trace import Row
 
 LEFT = SimpleNamespace(name="bs1-run0", batch_size=1, composition="in-order")

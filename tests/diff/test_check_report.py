@@ -18,20 +18,13 @@ import pytest
 
 from detllm import __version__, open_trace, validate_trace
 from detllm.cli import main
-from detllm.diff import DiffOptions, diff_traces
-from detllm.report import (
-    CheckReport,
-    load_report,
-    rebuild_check_report,
-    render_html,
-    render_json,
-    render_markdown,
-    render_text,
-)
-from detllm.report._render import recorded_command
-from detllm.report._check import read_plan
+from detllm.diff import DiffOptions, diff_traces, rebuild_check_report
+from detllm.diff.model import CheckReport
+from detllm.report import load_report, render_html, render_json, render_markdown, render_text
+from detllm.report import recorded_command
+from detllm.diff.inputs import read_plan
 from detllm.rundir import plan_runs
-from detllm.report._text_util import width
+from detllm._text_util import width
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECK = ROOT / "fixtures" / "recorded" / "check-flip"

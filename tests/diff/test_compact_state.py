@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from detllm.diff import DiffOptions, PromptResult, diff_traces
-from detllm.diff import _align, _parallel, _results
+from detllm.diff import DiffOptions, _align, _parallel, _results, diff_traces
+from detllm.diff.model import PromptResult
 from detllm.diff._results import PromptResults
 from detllm.diff._seen import SeenIds
 from detllm.errors import TraceFormatError

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from detllm import __version__
-from detllm.diff import CLASSIFICATIONS, DiffOptions, diff_traces
-from detllm.report import aggregate_traces, render_html, render_json, render_markdown, render_text
+from detllm.diff import DiffOptions, aggregate_traces, diff_traces
+from detllm.diff.model import CLASSIFICATIONS
+from detllm.report import render_html, render_json, render_markdown, render_text
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures" / "diff"
@@ -84,7 +85,7 @@ def test_rendering_matches_golden(case: Path, kind: str) -> None:
 
 @pytest.mark.parametrize("case", cases(), ids=lambda p: p.name)
 def test_text_fits_80_columns(case: Path) -> None:
-    from detllm.report._text_util import width
+    from detllm._text_util import width
 
     text = render_text(build(case))
     too_wide = [line for line in text.splitlines() if width(line) > 80]

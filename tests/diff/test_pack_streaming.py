@@ -11,8 +11,8 @@ import msgspec
 import pytest
 
 from detllm.cli import main
-from detllm.diff import _align, _seen
-from detllm.report import load_report, rebuild_check_report
+from detllm.diff import _align, _seen, rebuild_check_report
+from detllm.report import load_report
 from detllm.rundir import plan_runs
 from detllm.report._load import load_check_statuses
 from detllm.report._pack import diverging_prompts, make_pack

@@ -14,7 +14,7 @@ from detllm import write_trace
 from detllm._escape import text as escape
 from detllm.cli import main
 from detllm.diff._replay import compare_replay_row, setup_differences, topk_divergence
-from detllm.report._replay import build_replay_report
+from detllm.diff import build_replay_report
 from detllm.trace import REPLAY_VERSION, Replay
 
 from tests.factories import make_header, make_row

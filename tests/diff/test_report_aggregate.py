@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from detllm.diff import DiffOptions
+from detllm.diff import DiffOptions, aggregate_traces
 from detllm.errors import TraceFormatError, UsageError
-from detllm.report import AggregateReport, aggregate_traces, render_text
-from detllm.report._aggregate import split_text
-from detllm.report._aggregate_model import Branch
-from detllm.diff import Token
+from detllm.diff.model import AggregateReport, Branch, Token
+from detllm.report import render_text
+from detllm.diff._aggregate import split_text
 from detllm.trace import Batch
 from tests.diff._traces import drift, flip_at, header, rows, write
 

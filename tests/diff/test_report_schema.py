@@ -10,8 +10,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from detllm.diff import CLASSIFICATIONS, STATUSES, diff_traces
-from detllm.report import aggregate_traces, write_report_dir
+from detllm.diff import aggregate_traces, diff_traces
+from detllm.diff.model import CLASSIFICATIONS, STATUSES
+from detllm.report import write_report_dir
 from detllm.report._schema import report_schema
 
 ROOT = Path(__file__).resolve().parents[2]

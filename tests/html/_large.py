@@ -11,8 +11,8 @@ from pathlib import Path
 
 import msgspec
 
-from detllm.diff import PositionCount
-from detllm.report import CheckReport, load_report
+from detllm.diff.model import CheckReport, PositionCount
+from detllm.report import load_report
 
 CHECK = Path(__file__).resolve().parents[2] / "fixtures" / "recorded" / "check-flip"
 

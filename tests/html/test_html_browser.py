@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from detllm._escape import text as shown
-from detllm.diff import DiffReport
-from detllm.report import render_html, rebuild_check_report
+from detllm.diff import DiffReport, rebuild_check_report
+from detllm.report import render_html
 from tests.diff import test_diff_goldens as goldens
 
 from ._chromium import Browser, Tab

@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detllm.cli import main
-from detllm.diff import diff_traces
-from detllm.report import aggregate_traces, load_report, render_json, render_markdown, render_text
+from detllm.diff import aggregate_traces, diff_traces
+from detllm.report import load_report, render_json, render_markdown, render_text
 from detllm.trace import Artifact, Decoding, Logprobs, Row, Software
 from tests.diff._traces import header, write
 

@@ -25,7 +25,8 @@ from detllm import open_trace, read_header, validate_trace  # noqa: E402
 from detllm.capture.backend import Prompt  # noqa: E402
 from detllm.cli import main  # noqa: E402
 from detllm.diff import diff_traces  # noqa: E402
-from detllm.report import CheckReport, load_report  # noqa: E402
+from detllm.diff.model import CheckReport  # noqa: E402
+from detllm.report import load_report  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 

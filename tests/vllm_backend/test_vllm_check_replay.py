@@ -27,7 +27,9 @@ if not vllm_installed():
 
 from detllm import open_trace  # noqa: E402
 from detllm.cli import main  # noqa: E402
-from detllm.report import CheckReport, load_report, rebuild_check_report  # noqa: E402
+from detllm.diff import rebuild_check_report  # noqa: E402
+from detllm.diff.model import CheckReport  # noqa: E402
+from detllm.report import load_report  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 

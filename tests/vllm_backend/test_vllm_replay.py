@@ -19,7 +19,7 @@ if not vllm_installed():
     pytest.skip("vLLM is not installed", allow_module_level=True)
 
 from detllm import open_trace, validate_trace  # noqa: E402
-from detllm.report._replay import build_replay_report  # noqa: E402
+from detllm.diff import build_replay_report  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 

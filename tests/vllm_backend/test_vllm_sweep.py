@@ -24,7 +24,8 @@ if not vllm_installed():
 from detllm import read_header  # noqa: E402
 from detllm.capture._sweep_settings import CHUNK_TOKENS  # noqa: E402
 from detllm.diff import diff_traces  # noqa: E402
-from detllm.report import CheckReport, load_report  # noqa: E402
+from detllm.diff.model import CheckReport  # noqa: E402
+from detllm.report import load_report  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 

@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from ..diff._model import Producer
-from ..diff._replay import Flip, Statistics
-from ..diff._report import Version
+from ._model import Producer
+from ._replay import Flip, Statistics
+from ._report import Version
 
 
 class _Struct(msgspec.Struct, frozen=True, kw_only=True):

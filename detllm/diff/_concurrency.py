@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import msgspec
 
-from ..diff._interval import wilson_interval
-from ..diff._numbers import count
+from ._interval import wilson_interval
+from .._numbers import count, percent
 from ._aggregate_model import AggregateReport, Variant
 
 
@@ -158,10 +158,6 @@ def _minority(variant: Variant, reference: Variant, names: Sequence[str], levels
         classification=compared.comparison.classification if compared.comparison is not None else "inconclusive",
         compared_with=reference.index if variant.index == 0 else 0,
     )
-
-
-def percent(value: float) -> str:
-    return f"{100 * value:.1f}%"
 
 
 def level_words(rate: LevelRate) -> str:

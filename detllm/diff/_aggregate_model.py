@@ -10,9 +10,9 @@ from typing import Any, Literal
 import msgspec
 
 from .._version import __version__
-from ..diff import Attribution, DiffOptions, PositionCount, PromptResult, Token, TraceInfo
-from ..diff._model import Category, Producer
-from ..diff._report import REPORT_FORMAT, REPORT_VERSION, ReportOptions, TieredVerdict, Version, convert_document
+from ._model import Attribution, Category, PositionCount, Producer, PromptResult, Token, TraceInfo
+from ._options import DiffOptions
+from ._report import REPORT_FORMAT, REPORT_VERSION, ReportOptions, TieredVerdict, Version, convert_document
 
 
 class _Struct(msgspec.Struct, frozen=True, kw_only=True):

@@ -26,3 +26,8 @@ def ratio(value: float, unit: float) -> str:
 def count(n: int, singular: str, plural: str | None = None) -> str:
     """``1 prompt``, ``2 prompts``."""
     return f"{n} {singular if n == 1 else (plural or singular + 's')}"
+
+
+def percent(value: float) -> str:
+    """A rate as a percentage: ``25.0%``."""
+    return f"{100 * value:.1f}%"

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Literal
 import msgspec
 import orjson
 
-from ..diff import DiffOptions
-from ..diff._numbers import count, num
+from ._options import DiffOptions
+from .._numbers import count, num
 from ..errors import InputError, TraceFormatError
 from ..reader import open_trace
 from ..trace import Row

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import msgspec
 
-from ..diff import CLASSIFICATIONS, DiffOptions, diff_traces
-from ..diff._model import TIER1_FAILURES
-from ..diff._numbers import count
+from ._engine import diff_traces
+from ._model import CLASSIFICATIONS, TIER1_FAILURES
+from ._options import DiffOptions
+from .._numbers import count
 from ..errors import InputError, TraceFormatError
 from ._sweep_model import (
     SWEEP_FILE,

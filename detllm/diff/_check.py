@@ -17,9 +17,10 @@ from typing import Any
 import msgspec
 import orjson
 
-from ..diff import CLASSIFICATIONS, DiffOptions, PositionCount, diff_traces
-from ..diff._model import TIER1_FAILURES
-from ..diff._numbers import count
+from ._engine import diff_traces
+from ._model import CLASSIFICATIONS, TIER1_FAILURES, PositionCount
+from ._options import DiffOptions
+from .._numbers import count
 from ..errors import InputError, TraceFormatError, UsageError
 from ..reader import open_trace
 from ..rundir import DETERMINISM_FILE, ISOLATED_DIR, CheckPlan, PlannedRun, read_run_config

@@ -6,8 +6,8 @@ from typing import Any, Literal, get_args
 
 import msgspec
 
-from ..diff._model import Producer
-from ..diff._report import ReportOptions, Version
+from ._model import Producer
+from ._report import ReportOptions, Version
 
 Outcome = Literal["reproduces", "partial", "elsewhere", "cleared", "not_run"]
 """``reproduces``: the rerun diverges from A on every prompt A and B diverge on;

@@ -22,15 +22,15 @@ from typing import IO, Any, overload
 import msgspec
 import orjson
 
-from ..diff import DiffOptions, PositionCount, Token
-from ..diff._analysis import Context, compare
-from ..diff._engine import trace_info
-from ..diff._header import attribute, category_of, flatten_header, greedy_exempt, is_unknown_fingerprint, unfingerprinted
-from ..diff._locate import locate_trace, traces_in
-from ..diff._model import CLASSIFICATIONS, HeaderDifference
-from ..diff._numbers import count
+from ._model import CLASSIFICATIONS, HeaderDifference, PositionCount, Token
+from ._options import DiffOptions
+from ._analysis import Context, compare
+from ._engine import trace_info
+from ._header import attribute, category_of, flatten_header, greedy_exempt, is_unknown_fingerprint, unfingerprinted
+from ._locate import locate_trace, traces_in
+from .._numbers import count
 from .._json_errors import DECODE_ERRORS
-from ..diff._rows import RowProblem, SideRow, decode_row, prompt_id_decoder, prompt_id_of
+from ._rows import RowProblem, SideRow, decode_row, prompt_id_decoder, prompt_id_of
 from ..errors import InputError, NewerMinorVersionWarning, TraceFormatError, UsageError
 from ..reader import TraceReader, open_trace
 from ..trace import Header
@@ -47,7 +47,7 @@ from ._aggregate_model import (
     ValueRuns,
     Variant,
 )
-from ._text_util import token as show_token
+from .._text_util import token as show_token
 
 
 def expand_paths(paths: Sequence[str | os.PathLike[str]], *, allow_incomplete: bool = False) -> list[str]:

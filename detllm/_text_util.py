@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable
+from typing import Protocol
 
-from .._escape import text as escape
-from ..diff import Token
+from ._escape import text as escape
 
 __all__ = ["clip", "columns", "escape", "pad", "raw_tokens_text", "token", "tokens_text", "width", "wrap"]
+
+
+class Token(Protocol):
+    """What these helpers read of a report's token (:class:`detllm.diff.model.Token`), named
+    here so that the formats layer needs nothing from the layers above it."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def text(self) -> str | None: ...
 
 
 def token(tok: Token | None) -> str:

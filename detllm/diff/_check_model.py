@@ -9,9 +9,9 @@ from typing import Any, Literal
 import msgspec
 
 from .._version import __version__
-from ..diff import DiffOptions, PositionCount, PromptResult, Setup, TraceInfo
-from ..diff._model import Producer
-from ..diff._report import REPORT_FORMAT, REPORT_VERSION, ReportOptions, Version, convert_document
+from ._model import PositionCount, Producer, PromptResult, Setup, TraceInfo
+from ._options import DiffOptions
+from ._report import REPORT_FORMAT, REPORT_VERSION, ReportOptions, Version, convert_document
 from ..errors import ExitCode, UsageError
 from ._aggregate_model import Split
 from ._sweep_model import SweepReport, sweep_answer

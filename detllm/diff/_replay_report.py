@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .._version import __version__
-from ..diff._locate import locate_trace
-from ..diff._model import Producer
-from ..diff._replay import compare_replay_rows, setup_differences
-from ..diff._report import REPORT_FORMAT, REPORT_VERSION
+from ._locate import locate_trace
+from ._model import Producer
+from ._replay import compare_replay_rows, setup_differences
+from ._report import REPORT_FORMAT, REPORT_VERSION
 from ..errors import InputError, NewerMinorVersionWarning
 from ..reader import TraceReader, open_trace
 from ..trace import Header, Row
