@@ -1,7 +1,7 @@
 """Each public surface's ``__all__`` and docs/python_api.md list the same names, and each exists.
 
-``detllm`` is the stable API; ``detllm.diff``, ``detllm.diff.model``, ``detllm.diff.inputs``
-and ``detllm.report`` are the layers' own entry points, documented the same way.
+``detllm`` is the stable API; ``detllm.diff``, ``detllm.diff.model``, ``detllm.diff.inputs``,
+``detllm.diff.options`` and ``detllm.report`` are the layers' own entry points, documented the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from .conftest import ROOT
 
 DOC = ROOT / "docs" / "python_api.md"
-SURFACES = ("detllm", "detllm.diff", "detllm.diff.model", "detllm.diff.inputs", "detllm.report")
+SURFACES = ("detllm", "detllm.diff", "detllm.diff.model", "detllm.diff.inputs", "detllm.diff.options", "detllm.report")
 
 
 def documented(module: str) -> list[str]:
