@@ -151,7 +151,9 @@ RUN_FLAGS: tuple[Flag, ...] = (
     Flag("tokenizer", "--tokenizer", str, None, "tokenizer directory or id (default: the model's)", group="model"),
     Flag("revision", "--revision", str, None, "hub revision of a cached model", group="model"),
     Flag("backend", "--backend", str, None, "inference backend (default: %(default)s)", group="model", always=True),
-    Flag("dtype", "--dtype", str, None, "float32, bfloat16 or float16 (default: %(default)s)", group="model", always=True),
+    Flag("dtype", "--dtype", str, None,
+         "float32, bfloat16 or float16 (default: float32; against a server, which does not report it: unknown)",
+         group="model", always=True),
     Flag("device", "--device", str, None, "cpu, cuda, cuda:N or auto (default: %(default)s)", group="model", always=True),
     Flag("options", "--backend-option", str, "KEY=VALUE",
          "a backend setting, recorded in the trace header (hf: attn_implementation=eager|sdpa, eos_token_ids=[0]; "

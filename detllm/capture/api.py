@@ -23,6 +23,15 @@ if TYPE_CHECKING:
     from .runner import RunResult
 
 
+def _server_dtype(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with a server's dtype unknown unless given: servers do not report theirs."""
+    if settings.get("backend") == "openai" and "dtype" not in settings:
+        from .openai import SERVER_DTYPE
+
+        return {**settings, "dtype": SERVER_DTYPE}
+    return settings
+
+
 def run(
     model: str,
     prompts: Sequence[str | Prompt] | None = None,
@@ -43,7 +52,7 @@ def run(
     from .runner import run as run_capture
 
     try:
-        config = RunConfig(model=model, **settings)
+        config = RunConfig(model=model, **_server_dtype(settings))
     except TypeError as exc:
         raise UsageError(f"detllm.run: {exc}") from None
     return run_capture(config, as_prompts(prompts), out=out)
@@ -80,8 +89,9 @@ def check(
     ``composition``. ``sweep`` / ``sweep_mode``: ``--sweep KEY=V1,V2`` items and
     ``--sweep-mode``. With ``backend="openai"`` (``options={"base_url": URL}``) it is a
     server check: ``runs`` at each ``concurrency`` level, ``prefix_cache_probe`` as
-    ``--prefix-cache-probe``; batch sizes, compositions, isolation, replay and sweeps
-    are an in-process check's and are refused there.
+    ``--prefix-cache-probe``, ``replay`` as ``--replay`` (each divergence scored at both
+    levels); batch sizes, compositions, isolation and sweeps are an in-process check's and
+    are refused there.
     """
     from .check import check as run_check
     from .runner import RunConfig, as_prompts
@@ -90,14 +100,14 @@ def check(
         if name in settings:
             raise UsageError(f"detllm.check: {name} is not a setting of a check; use batch_sizes and compositions")
     try:
-        config = RunConfig(model=model, **settings)
+        config = RunConfig(model=model, **_server_dtype(settings))
     except TypeError as exc:
         raise UsageError(f"detllm.check: {exc}") from None
     if config.backend == "openai":
         return _server_check(config, as_prompts(prompts), out=out, runs=runs, tier=tier, atol=atol, progress=progress,
-                             concurrency=concurrency, prefix_cache_probe=prefix_cache_probe,
+                             concurrency=concurrency, prefix_cache_probe=prefix_cache_probe, replay=replay,
                              in_process={"batch_sizes": tuple(batch_sizes) != (1, 8), "compositions": compositions is not None,
-                                         "isolate": isolate, "replay": replay, "sweep": bool(sweep)})
+                                         "isolate": isolate, "sweep": bool(sweep)})
     if prefix_cache_probe or tuple(concurrency) != (1, 8):
         given = "prefix_cache_probe" if prefix_cache_probe else "concurrency"
         raise UsageError(f"detllm.check: {given} applies to backend='openai' only (a server check)")
@@ -119,16 +129,16 @@ def check(
 
 
 def _server_check(config: Any, prompts: Any, *, out: Any, runs: int, tier: int, atol: float, progress: Any,
-                  concurrency: Sequence[int], prefix_cache_probe: bool, in_process: dict[str, bool]) -> CheckResult:
+                  concurrency: Sequence[int], prefix_cache_probe: bool, replay: bool, in_process: dict[str, bool]) -> CheckResult:
     """``detllm.check`` against a server: the concurrency check of ``detllm check --backend openai``."""
     from .concurrency import ServerCheck, parse_levels, server_check
 
     refused = [name for name, given in in_process.items() if given]
     if refused:
         raise UsageError(f"detllm.check: {refused[0]} needs an in-process backend (hf or vllm), not backend='openai'; "
-                         "a server check takes runs, concurrency and prefix_cache_probe")
+                         "a server check takes runs, concurrency, prefix_cache_probe and replay")
     asked = ServerCheck(runs=runs, levels=tuple(parse_levels(concurrency)), tier=tier, atol=atol,
-                        prefix_cache_probe=prefix_cache_probe)
+                        prefix_cache_probe=prefix_cache_probe, replay=replay)
     return server_check(config, prompts, asked, out=out, progress=progress)  # type: ignore[no-any-return]
 
 
@@ -151,7 +161,7 @@ def replay(
     from .runner import RunConfig
 
     try:
-        config = RunConfig(model=model, **settings)
+        config = RunConfig(model=model, **_server_dtype(settings))
     except TypeError as exc:
         raise UsageError(f"detllm.replay: {exc}") from None
     return run_replay(trace, config, out=out, top_k=top_k)

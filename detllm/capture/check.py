@@ -193,7 +193,7 @@ def check(
         raise UsageError(f"runs must be at least 1, got {runs}")
     sizes = parse_batch_sizes(batch_sizes)
     if replay:
-        refuse_replay(config.backend, isolate)
+        refuse_replay(isolate)
     chosen = default_compositions(len(prompts), sizes) if compositions is None else _check_compositions(compositions, len(prompts))
     options = DiffOptions(tier=tier, atol=atol)
     planned = plan_runs(runs, sizes, chosen, isolate)

@@ -247,6 +247,8 @@ class ServerCheck:
     tier: int = DiffOptions.tier
     atol: float = DiffOptions.atol
     prefix_cache_probe: bool = False
+    replay: bool = False
+    """Replay both sides of every divergence at both levels (``--replay``)."""
 
 
 def server_check(
@@ -265,6 +267,8 @@ def server_check(
     _check_prompts(prompts)
     if asked.runs < 1:
         raise UsageError(f"runs must be at least 1, got {asked.runs}")
+    if asked.replay and config.options.get("chat"):
+        raise UsageError("--replay scores forced tokens through /v1/completions, which --chat leaves; drop one of them")
     levels = parse_levels(list(asked.levels))
     planned = plan_levels(asked.runs, levels)
     if len(planned) < 2:
@@ -320,10 +324,16 @@ def _server_check(config: RunConfig, prompts: list[Prompt], asked: ServerCheck, 
                     top_logprobs=config.top_logprobs, logprobs=config.logprobs,
                     labels=[{"concurrency": str(level), "repeat": str(r.repeat)} for r in runs], on_row=on_row,
                 )
+            settings = CheckSettings(model=config.model, backend=config.backend, runs=asked.runs, batch_sizes=[1],
+                                     compositions=[], isolate=False, concurrency=levels)
+            if asked.replay:
+                from .check_replay import replay_divergences  # it imports replay, which imports this module
+
+                tell("replay", "scoring both sides of each divergence at both levels")
+                found = build_check_report(directory, settings, planned, read_determinism(directory), options)
+                replay_divergences(session, config, directory, found, [p.id for p in prompts])
             notes = _retry_warnings(session)
         tell("report", "comparing the runs")
-        settings = CheckSettings(model=config.model, backend=config.backend, runs=asked.runs, batch_sizes=[1],
-                                 compositions=[], isolate=False, concurrency=levels)
         report = build_check_report(directory, settings, planned, read_determinism(directory), options)
         extra = tuple(n for n in (probe_note, *notes) if n)
         if extra:

@@ -34,6 +34,8 @@ COMPLETIONS = "/v1/completions"
 CHAT = "/v1/chat/completions"
 REDACTED = "<redacted>"
 OPTIONS = ("base_url", "chat", "api_key_env", "timeout", "concurrency", "redact_url")
+SERVER_DTYPE = "unknown"
+"""A server's dtype when the user does not give one: servers do not report theirs."""
 """The backend options this backend reads (``--base-url``, ``--chat``, ...)."""
 
 _FINISH_REASONS = {"stop": "stop", "length": "length", "abort": "abort", "eos": "stop", "eos_token": "stop"}

@@ -39,7 +39,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, generation: bool = T
     """The model, and (``generation``) the prompts and decoding settings; ``replay`` takes
     its prompts and tokens from a trace, so it has the model group and ``--seed`` only."""
     model = parser.add_argument_group("model")
-    _add(model, "model")
+    _add(model, "model", defaults={"dtype": None})  # None: not given (a server's is then unknown)
     if not generation:
         seed = next(f for f in RUN_FLAGS if f.field == "seed")
         add_flags(model, [seed], _DEFAULTS, help={"seed": "seeds the random generators (default: %(default)s)"})

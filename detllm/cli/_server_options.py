@@ -6,6 +6,7 @@ import argparse
 
 import msgspec
 
+from ..capture.openai import SERVER_DTYPE
 from ..capture.runner import RunConfig
 from ..errors import UsageError
 
@@ -43,4 +44,5 @@ def with_server_options(config: RunConfig, args: argparse.Namespace) -> RunConfi
         options["api_key_env"] = args.api_key_env
     if args.timeout != 300.0:
         options["timeout"] = args.timeout
-    return msgspec.structs.replace(config, options=options)
+    dtype = config.dtype if getattr(args, "dtype", None) is not None else SERVER_DTYPE
+    return msgspec.structs.replace(config, options=options, dtype=dtype)

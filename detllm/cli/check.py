@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--compositions", metavar="HOW,...", help=f"compositions run besides in-order at batch sizes above 1 ({', '.join(c for c in COMPOSITIONS if c != 'in-order')}, or none; default: reversed and a shuffle that changes most prompts' batch-mates)")
     check.add_argument("--isolate", action="store_true", help="run each repeat in a fresh process (detllm run), which catches what one process hides")
     add_sweep_arguments(check)
-    check.add_argument("--replay", action="store_true", help="replay both sides of every divergence under both setups (teacher forcing, hf or vllm backend): the report measures the margin at each, against the replay's noise floor; traces in replays/")
+    check.add_argument("--replay", action="store_true", help="replay both sides of every divergence under both setups (teacher forcing; against a server, at each setup's requests in flight): the report measures the margin at each, against the replay's noise floor; traces in replays/")
     add_recording_arguments(check)
     check.add_argument("--out", metavar="DIR", help="check directory to create (default: checks/<UTC time>)")
 
@@ -76,15 +76,13 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress("detllm check", enabled=not args.quiet)
     try:
         if config.backend == "openai":
-            if args.replay:
-                raise UsageError("--replay needs an in-process backend, hf or vllm (got --backend openai); replay a run's trace with detllm replay instead")
             if args.sweep:
                 raise UsageError("--sweep needs an in-process backend (hf or vllm): a server's engine settings are fixed when it starts; "
                                  "check each server setup and compare them with detllm diff")
             from ..capture.concurrency import ServerCheck, parse_levels, server_check
 
             asked = ServerCheck(runs=args.runs, levels=tuple(parse_levels(args.concurrency)), tier=args.tier,
-                                atol=args.atol, prefix_cache_probe=args.prefix_cache_probe)
+                                atol=args.atol, prefix_cache_probe=args.prefix_cache_probe, replay=args.replay)
             result = server_check(config, prompts, asked, out=out, argv=args.command_line, progress=progress)
         else:
             result = run_check(

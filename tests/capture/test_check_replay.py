@@ -122,8 +122,8 @@ def test_without_replay_the_report_has_no_replay_member(tmp_path: Path) -> None:
     ("extra", "message"),
     [
         (["--isolate"], "--replay replays on the check's loaded model, which --isolate does not keep; drop one of them"),
-        (["--backend", "openai", "--base-url", "http://127.0.0.1:9"],
-         "--replay needs an in-process backend, hf or vllm (got --backend openai); replay a run's trace with detllm replay instead"),
+        (["--backend", "openai", "--base-url", "http://127.0.0.1:9", "--chat"],
+         "--replay scores forced tokens through /v1/completions, which --chat leaves; drop one of them"),
     ],
 )
 def test_bad_combinations_are_refused_in_one_line(extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -39,6 +39,8 @@ class FakeServer:
         self.requests = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.scored_in_flight: list[int] = []
+        """Per scoring request (``prompt_logprobs``), the requests in flight when it was answered."""
         self.authorizations: list[str | None] = []
         self.seen_prompts: set[tuple[int, ...]] = set()
         self.lock = threading.Lock()
@@ -106,6 +108,8 @@ class FakeServer:
                     if b.get("refuse_prompt_logprobs"):
                         self._json(400, {"error": {"message": "prompt_logprobs is not supported"}})
                         return
+                    with server.lock:
+                        server.scored_in_flight.append(server.in_flight)
                     self._json(200, self._scored(body))
                     return
                 chat = self.path == "/v1/chat/completions"

@@ -85,6 +85,44 @@ def test_check_finds_a_concurrency_dependence(tmp_path: Path) -> None:
     assert main(["report", str(out), "--json"]) == 1
 
 
+def test_check_replay_scores_each_divergence_at_both_levels(tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    with FakeServer(delay=0.25, flip_when_crowded=True) as server:
+        assert _check(server.url, out, "--runs", "1", "--concurrency", "1,3", "--replay") == 1
+        scored_in_flight = list(server.scored_in_flight)
+    report = json.loads((out / "report.json").read_text())
+    replay = report["replay"]
+    index = json.loads((out / "replays" / "replays.json").read_text())["replays"]
+    # Both runs' tokens under both levels: c1's and c3's rows at 1 and at 3 in flight.
+    assert sorted((r["source"], r["setup"]) for r in index) == [
+        ("c1-run0", "c1-run0"), ("c1-run0", "c3-run0"), ("c3-run0", "c1-run0"), ("c3-run0", "c3-run0")]
+    for entry in index:
+        assert entry["rows"] == 3 and entry["scheduled"] is None
+        with open_trace(out / entry["path"]) as reader:
+            rows = list(reader)
+            assert reader.header.labels["concurrency"] == entry["setup"][1]
+            assert reader.header.backend_settings["concurrency"] == int(entry["setup"][1])
+        assert [r.prompt_id for r in rows] == ["p1", "p2", "p3"] and all(r.batch is None for r in rows)
+    # Four replays of three rows each: the two at 1 in flight one at a time, the two at 3 together.
+    assert len(scored_in_flight) == 12 and scored_in_flight.count(1) >= 6 and max(scored_in_flight) == 3
+    divergent = {p["prompt_id"] for p in report["prompts"] if p["divergences"]}
+    assert divergent and {m["prompt_id"] for m in replay["margins"]} == divergent and replay["unmeasured"] == []
+    for margin in replay["margins"]:
+        assert (margin["left_setup"]["setup"], margin["right_setup"]["setup"]) == ("c1-run0", "c3-run0")
+        # The fake scores every forced token alike: the margins are nil, the flip a near tie.
+        assert margin["left_setup"]["margin"] == 0 and margin["verdict"] == "near_tie"
+    assert "Replay-backed" in (out / "report.txt").read_text()
+    # The directory is judged again offline, replays included.
+    assert main(["report", str(out), "--json"]) == 1
+
+
+def test_check_replay_against_a_chat_endpoint_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _check("http://127.0.0.1:9", tmp_path / "c", "--chat", "--replay") == 2
+    assert _one_line(capsys) == ("detllm: --replay scores forced tokens through /v1/completions, which --chat leaves; "
+                                 "drop one of them")
+    assert not (tmp_path / "c").exists()
+
+
 def test_crowded_levels_that_outnumber_the_sequential_one_are_still_the_odd_ones(tmp_path: Path) -> None:
     # Two crowded levels give every prompt's majority completion; the reference is the
     # sequential one all the same, and the counts blame the crowded requests.
@@ -326,7 +364,7 @@ def test_the_python_check_refuses_what_a_server_check_cannot_do() -> None:
     import detllm
     from detllm.errors import UsageError
 
-    for asked, name in (({"sweep": ["dtype=bfloat16"]}, "sweep"), ({"replay": True}, "replay"),
+    for asked, name in (({"sweep": ["dtype=bfloat16"]}, "sweep"),
                         ({"batch_sizes": [1, 4]}, "batch_sizes"), ({"isolate": True}, "isolate")):
         with pytest.raises(UsageError, match=f"^detllm.check: {name} needs an in-process backend"):
             detllm.check(MODEL, ["hello"], backend="openai", options={"base_url": "http://127.0.0.1:9"}, **asked)
@@ -334,3 +372,20 @@ def test_the_python_check_refuses_what_a_server_check_cannot_do() -> None:
         detllm.check("tiny-llama", ["hello"], concurrency=[1, 4])
     with pytest.raises(UsageError, match="prefix_cache_probe applies to backend='openai' only"):
         detllm.check("tiny-llama", ["hello"], prefix_cache_probe=True)
+
+
+def test_a_server_trace_never_claims_a_dtype_it_was_not_given(tmp_path: Path) -> None:
+    import detllm
+
+    with FakeServer() as server:
+        assert _run(server.url, tmp_path / "unknown") == 0
+        assert _run(server.url, tmp_path / "given", "--dtype", "bfloat16") == 0
+        python = detllm.run(MODEL, ["hello"], backend="openai", options={"base_url": server.url}, max_new_tokens=2)
+    with open_trace(tmp_path / "unknown" / "trace.jsonl") as reader:
+        assert reader.header.dtype == "unknown"
+    with open_trace(tmp_path / "given" / "trace.jsonl") as reader:
+        assert reader.header.dtype == "bfloat16"
+    assert python.header.dtype == "unknown"
+    # The reproduce command of the directory gives the same setup back.
+    config = json.loads((tmp_path / "unknown" / "run_config.json").read_text())["config"]
+    assert config["dtype"] == "unknown"

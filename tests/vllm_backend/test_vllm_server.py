@@ -184,7 +184,8 @@ def test_smollm2_in_bfloat16_depends_on_concurrency(tmp_path: Path) -> None:
     for url in _start(model, "smollm2", "--dtype", "bfloat16", timeout=600):
         out = tmp_path / "check"
         code = main(["check", "--backend", "openai", "--base-url", url, "--model", "smollm2", "--runs", "4",
-                     "--concurrency", "1,8,32", "--max-new-tokens", "32", "--out", str(out), "-q"])
+                     "--concurrency", "1,8,32", "--max-new-tokens", "32", "--dtype", "bfloat16", "--replay",
+                     "--out", str(out), "-q"])
         report = json.loads((out / "report.json").read_text())
         assert code == 1
         assert report["verdict"]["concurrency_invariant"] is False, report["verdict"]["text"]
@@ -193,6 +194,18 @@ def test_smollm2_in_bfloat16_depends_on_concurrency(tmp_path: Path) -> None:
         minorities = [m for p in report["concurrency"]["prompts"] for m in p["minorities"]]
         assert any(level > 1 for m in minorities for level in m["levels"])
         assert "not concurrency invariant" in (out / "report.txt").read_text().replace("\n", " ")
+        # --replay: every divergence measured by the server itself at both levels.
+        replay = report["replay"]
+        flips = sum(d["result"]["status"] == "tokens_diverge" for p in report["prompts"] for d in p["divergences"])
+        assert flips and len(replay["margins"]) == flips and replay["unmeasured"] == []
+        for margin in replay["margins"]:
+            wide = max(abs(margin["left_setup"]["margin"]), abs(margin["right_setup"]["margin"])) > margin["tolerance"]
+            assert (margin["verdict"] == "near_tie") == (not wide), margin
+        levels = {r["name"]: r["concurrency"] for r in report["runs"]}
+        for entry in json.loads((out / "replays" / "replays.json").read_text())["replays"]:
+            with open_trace(out / entry["path"]) as reader:
+                assert reader.header.backend_settings["concurrency"] == levels[entry["setup"]]
+                assert reader.header.dtype == "bfloat16" and sum(1 for _ in reader) == entry["rows"]
 
 
 def test_replay_through_the_server_agrees_with_the_hf_replay(server: str, server_check: Path, model_dir: str, tmp_path: Path) -> None:
