@@ -295,8 +295,12 @@ def _margin(comparison: int, pid: str, index: int, left: CheckRun, right: CheckR
     noise = max(floors[left.name].max_abs, floors[right.name].max_abs)
     tolerance = options.near_tie_factor * noise
     evidence = getattr(result, "evidence", None)
-    if max(abs(under_left.margin), abs(under_right.margin)) <= tolerance:
+    if under_left.margin == 0 and under_right.margin == 0:
         verdict: ReplayVerdict = "near_tie"
+        words = ("an exact tie, measured: in both setups the two tokens get the same logprob at the same prefix, "
+                 "so what chose between them lies below what the replay resolves (the dtype's rounding, the kernels)")
+    elif max(abs(under_left.margin), abs(under_right.margin)) <= tolerance:
+        verdict = "near_tie"
         words = "a near tie, measured: in both setups the two tokens lie within the replay's noise of each other"
     elif _prefers(under_left.margin, a, b) and _prefers(-under_right.margin, b, a):
         verdict = "flip_confirmed"

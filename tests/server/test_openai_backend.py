@@ -109,8 +109,9 @@ def test_check_replay_scores_each_divergence_at_both_levels(tmp_path: Path) -> N
     assert divergent and {m["prompt_id"] for m in replay["margins"]} == divergent and replay["unmeasured"] == []
     for margin in replay["margins"]:
         assert (margin["left_setup"]["setup"], margin["right_setup"]["setup"]) == ("c1-run0", "c3-run0")
-        # The fake scores every forced token alike: the margins are nil, the flip a near tie.
-        assert margin["left_setup"]["margin"] == 0 and margin["verdict"] == "near_tie"
+        # The fake scores every forced token alike: the margins are nil, the flip an exact tie.
+        assert margin["left_setup"]["margin"] == 0 and margin["right_setup"]["margin"] == 0
+        assert margin["verdict"] == "near_tie" and "an exact tie, measured" in margin["text"]
     assert "Replay-backed" in (out / "report.txt").read_text()
     # The directory is judged again offline, replays included.
     assert main(["report", str(out), "--json"]) == 1
