@@ -8,8 +8,8 @@ from pathlib import Path
 
 import msgspec
 
-from detllm.report import CheckReport, rebuild_check_report
-from detllm.report._sweep_model import PrefixCounters, SweepRecord, SweepTrace, SweepVariantRecord
+from detllm.diff import CheckReport, rebuild_check_report
+from detllm.diff._sweep_model import PrefixCounters, SweepRecord, SweepTrace, SweepVariantRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECK = ROOT / "fixtures" / "recorded" / "check-flip"
