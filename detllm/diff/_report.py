@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -86,6 +87,10 @@ class TieredVerdict:
         if tier == 2:
             return self.verdict.tier2 is True
         raise UsageError(f"tier must be 1 or 2, got {tier!r}")
+
+    def at_tier(self, tier: int) -> Any:
+        """The same report, judged at ``tier``."""
+        return dataclasses.replace(self, options=self.options.replace(tier=tier))  # type: ignore[type-var]
 
     def exit_code(self, tier: int | None = None) -> int:
         """0 when the traces agree at ``tier``, 1 when they do not, 2 when it cannot be told."""

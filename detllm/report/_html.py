@@ -625,10 +625,10 @@ def _reproduce(report: Any, page: Page) -> Iterator[str]:
 
 def _replay_check(report: Any, page: Page) -> Iterator[str]:
     """A check's replay-backed verdicts (``check --replay``); nothing otherwise."""
-    if getattr(report, "replay", None) is not None:
+    if report.replayed is not None:
         from ._check_replay_render import replay_html
 
-        yield from replay_html(report.replay)
+        yield from replay_html(report.replayed)
 
 
 def _concurrency_check(report: Any, page: Page) -> Iterator[str]:

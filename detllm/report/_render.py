@@ -34,22 +34,23 @@ Report = Any
 class Renderers(NamedTuple):
     """How one report kind renders. ``text`` and ``markdown``: ``module:function`` (the
     module relative to this package), each taking the report and ``max_prompts``.
-    ``json``: ``streamed`` for a record whose prompts are written one at a time after the
-    rest of its :meth:`document` (a report too large for memory), ``whole`` for a record
-    that is its own document. ``first_divergences``: whether its report directory holds
+    ``json``: how its JSON is written. ``document``: a record whose ``document()`` is its
+    JSON form, the prompts written one at a time after the rest (they can be more than
+    memory holds); ``record``: a record that is its own JSON form, the prompts likewise one at
+    a time; ``whole``: a record that is its own JSON form, written whole. ``first_divergences``: whether its report directory holds
     ``diffs/first_divergence.json``."""
 
     text: str
     markdown: str
-    json: Literal["streamed", "whole"]
+    json: Literal["document", "record", "whole"]
     first_divergences: bool
 
 
 RENDERERS: dict[str, Renderers] = {
-    "diff": Renderers("._text:render_diff_text", "._markdown:render_diff_markdown", "streamed", True),
+    "diff": Renderers("._text:render_diff_text", "._markdown:render_diff_markdown", "document", True),
     "aggregate": Renderers("._aggregate_render:render_aggregate_text", "._aggregate_render:render_aggregate_markdown",
-                           "streamed", True),
-    "check": Renderers("._check_render:render_check_text", "._check_render:render_check_markdown", "streamed", True),
+                           "document", True),
+    "check": Renderers("._check_render:render_check_text", "._check_render:render_check_markdown", "record", True),
     "replay": Renderers("._replay_render:render_replay_text", "._replay_render:render_replay_markdown", "whole", False),
     "bisect": Renderers("._bisect_render:render_bisect_text", "._bisect_render:render_bisect_markdown", "whole", False),
 }
@@ -120,10 +121,12 @@ def _write_encoded(head: dict[str, Any], key: str, items: Any, out: IO[bytes]) -
 def write_json(report: Report, out: IO[bytes]) -> None:
     """Write the versioned JSON report to a binary file: a large kind's prompts one at a
     time, a replay or bisect record (its own document) whole."""
-    if renderers(report).json == "whole":
+    how = renderers(report).json
+    if how == "whole":
         out.write(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")
         return
-    head = msgspec.to_builtins(report.document(with_prompts=False))
+    record = report.document(with_prompts=False) if how == "document" else msgspec.structs.replace(report, prompts=[])
+    head = msgspec.to_builtins(record)
     head.pop("prompts")
     indented = getattr(report.prompts, "indented", None)  # a faster path to the same bytes
     if indented is not None:
