@@ -32,13 +32,16 @@ Report = Any
 
 
 class Renderers(NamedTuple):
-    """How one report kind renders. ``text`` and ``markdown``: ``module:function`` (the
-    module relative to this package), each taking the report and ``max_prompts``.
-    ``json``: how its JSON is written. ``document``: a record whose ``document()`` is its
-    JSON form, the prompts written one at a time after the rest (they can be more than
-    memory holds); ``record``: a record that is its own JSON form, the prompts likewise one at
-    a time; ``whole``: a record that is its own JSON form, written whole. ``first_divergences``: whether its report directory holds
-    ``diffs/first_divergence.json``."""
+    """How one report kind renders.
+
+    ``text`` and ``markdown``: ``module:function`` (the module relative to this package),
+    each taking the report and ``max_prompts``. ``json``: how its JSON is written:
+    ``document``, a record whose ``document()`` is its JSON form, the prompts written one at
+    a time after the rest (they can be more than memory holds); ``record``, a record that is
+    its own JSON form, the prompts likewise one at a time; ``whole``, a record that is its
+    own JSON form, written whole. ``first_divergences``: whether its report directory holds
+    ``diffs/first_divergence.json``.
+    """
 
     text: str
     markdown: str
