@@ -71,6 +71,8 @@ class DiffDocument(msgspec.Struct, frozen=True, kw_only=True):
 class TieredVerdict:
     """Tier results of a report that has ``options.tier`` and ``verdict.tier1/tier2``."""
 
+    __slots__ = ()  # a mixin of msgspec Structs too
+
     options: DiffOptions
     verdict: Any
 

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_names
 from ._aggregate_model import (
-    AggregateDocument,
     AggregateReport,
     AggregateSetup,
     AggregateSummary,
@@ -114,7 +113,6 @@ __all__ = [
     "STATUSES",
     "SWEEP_MODES",
     "TIER1_FAILURES",
-    "AggregateDocument",
     "AggregateReport",
     "AggregateSetup",
     "AggregateSummary",

@@ -599,7 +599,7 @@ def default_command(report: Any) -> list[list[str]]:
     if report.kind == "diff":
         return [["detllm", "diff", report.left.path, report.right.path, *comparison_arguments(report.options)]]
     if report.kind == "aggregate":
-        return [["detllm", "report", *(r.path for r in report.runs), *comparison_arguments(report.options)]]
+        return [["detllm", "report", *(r.path for r in report.runs), *comparison_arguments(report.options.to_options())]]
     if report.kind == "replay":
         return [["detllm", "diff", report.original.path, report.replay.path]]
     if report.kind == "bisect":

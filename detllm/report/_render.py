@@ -52,7 +52,7 @@ class Renderers(NamedTuple):
 RENDERERS: dict[str, Renderers] = {
     "diff": Renderers("._text:render_diff_text", "._markdown:render_diff_markdown", "document", True),
     "aggregate": Renderers("._aggregate_render:render_aggregate_text", "._aggregate_render:render_aggregate_markdown",
-                           "document", True),
+                           "record", True),
     "check": Renderers("._check_render:render_check_text", "._check_render:render_check_markdown", "record", True),
     "replay": Renderers("._replay_render:render_replay_text", "._replay_render:render_replay_markdown", "whole", False),
     "bisect": Renderers("._bisect_render:render_bisect_text", "._bisect_render:render_bisect_markdown", "whole", False),
