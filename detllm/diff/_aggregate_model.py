@@ -11,7 +11,7 @@ import msgspec
 from .._version import __version__
 from ._model import Attribution, Category, PositionCount, Producer, PromptResult, Token, TraceInfo
 from ._options import DiffOptions
-from ._report import REPORT_FORMAT, REPORT_VERSION, ReportOptions, TieredVerdict, Version, convert_document
+from ._report import REPORT_FORMAT, REPORT_VERSION, ReportOptions, TieredVerdict, Version, convert_document, prompts_as_list
 
 
 class _Struct(msgspec.Struct, frozen=True, kw_only=True):
@@ -161,9 +161,3 @@ class AggregateReport(msgspec.Struct, TieredVerdict, frozen=True, kw_only=True):
         """Rebuild a report from :meth:`to_dict`'s output (or a saved ``report.json``)."""
         return convert_document(data, cls, "aggregate", os.fspath(path))  # type: ignore[no-any-return]
 
-
-def prompts_as_list(value: Any) -> Any:
-    """An ``enc_hook`` for msgspec: the engine's compact sequence of prompts, as a list."""
-    if isinstance(value, Sequence):
-        return list(value)
-    raise NotImplementedError(f"cannot encode {type(value).__name__}")

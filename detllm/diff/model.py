@@ -61,7 +61,7 @@ from ._model import (
     TraceInfo,
     Verdict,
 )
-from ._report import REPORT_FORMAT, REPORT_VERSION, DiffDocument, DiffReport, ReportOptions, TieredVerdict, Version, check_preamble
+from ._report import REPORT_FORMAT, REPORT_VERSION, DiffReport, ReportOptions, TieredVerdict, Version, check_preamble
 from ._sweep_model import (
     SWEEP_MODES,
     PrefixCounters,
@@ -139,7 +139,6 @@ __all__ = [
     "CheckVerdict",
     "ConcurrencyAnswer",
     "ConcurrencyPrompt",
-    "DiffDocument",
     "DiffReport",
     "Divergence",
     "Drift",

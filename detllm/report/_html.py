@@ -597,7 +597,7 @@ def _histogram(report: Any, page: Page) -> Iterator[str]:
 def default_command(report: Any) -> list[list[str]]:
     """The commands that make this report again, for the reproduce box."""
     if report.kind == "diff":
-        return [["detllm", "diff", report.left.path, report.right.path, *comparison_arguments(report.options)]]
+        return [["detllm", "diff", report.left.path, report.right.path, *comparison_arguments(report.options.to_options())]]
     if report.kind == "aggregate":
         return [["detllm", "report", *(r.path for r in report.runs), *comparison_arguments(report.options.to_options())]]
     if report.kind == "replay":

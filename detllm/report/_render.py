@@ -35,25 +35,23 @@ class Renderers(NamedTuple):
     """How one report kind renders.
 
     ``text`` and ``markdown``: ``module:function`` (the module relative to this package),
-    each taking the report and ``max_prompts``. ``json``: how its JSON is written:
-    ``document``, a record whose ``document()`` is its JSON form, the prompts written one at
-    a time after the rest (they can be more than memory holds); ``record``, a record that is
-    its own JSON form, the prompts likewise one at a time; ``whole``, a record that is its
-    own JSON form, written whole. ``first_divergences``: whether its report directory holds
-    ``diffs/first_divergence.json``.
+    each taking the report and ``max_prompts``. ``json``: how its record (which is its own
+    JSON form) is written: ``streamed``, the prompts one at a time after the rest (an
+    engine's can be more than memory holds), or ``whole``. ``first_divergences``: whether its
+    report directory holds ``diffs/first_divergence.json``.
     """
 
     text: str
     markdown: str
-    json: Literal["document", "record", "whole"]
+    json: Literal["streamed", "whole"]
     first_divergences: bool
 
 
 RENDERERS: dict[str, Renderers] = {
-    "diff": Renderers("._text:render_diff_text", "._markdown:render_diff_markdown", "document", True),
+    "diff": Renderers("._text:render_diff_text", "._markdown:render_diff_markdown", "streamed", True),
     "aggregate": Renderers("._aggregate_render:render_aggregate_text", "._aggregate_render:render_aggregate_markdown",
-                           "record", True),
-    "check": Renderers("._check_render:render_check_text", "._check_render:render_check_markdown", "record", True),
+                           "streamed", True),
+    "check": Renderers("._check_render:render_check_text", "._check_render:render_check_markdown", "streamed", True),
     "replay": Renderers("._replay_render:render_replay_text", "._replay_render:render_replay_markdown", "whole", False),
     "bisect": Renderers("._bisect_render:render_bisect_text", "._bisect_render:render_bisect_markdown", "whole", False),
 }
@@ -128,8 +126,7 @@ def write_json(report: Report, out: IO[bytes]) -> None:
     if how == "whole":
         out.write(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")
         return
-    record = report.document(with_prompts=False) if how == "document" else msgspec.structs.replace(report, prompts=[])
-    head = msgspec.to_builtins(record)
+    head = msgspec.to_builtins(msgspec.structs.replace(report, prompts=[]))
     head.pop("prompts")
     indented = getattr(report.prompts, "indented", None)  # a faster path to the same bytes
     if indented is not None:

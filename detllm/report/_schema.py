@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from .._schema import null_last
-from ..diff.model import AggregateReport, BisectDocument, CheckReport, DiffDocument, ReplayDocument
+from ..diff.model import AggregateReport, BisectDocument, CheckReport, DiffReport, ReplayDocument
 from ._first_divergence import FirstDivergenceDocument
 
 
@@ -24,7 +24,7 @@ ADDED_TO: dict[str, frozenset[str]] = {"CheckDocument": frozenset({"replay"})}
 (``check --replay``); ``replay`` elsewhere is required."""
 
 
-NAMES: dict[str, str] = {"AggregateReport": "AggregateDocument", "CheckReport": "CheckDocument"}
+NAMES: dict[str, str] = {"DiffReport": "DiffDocument", "AggregateReport": "AggregateDocument", "CheckReport": "CheckDocument"}
 """The schema's name for a record that is its own JSON form (the name its document type had,
 so that the schema's definitions keep their names)."""
 
@@ -67,7 +67,7 @@ def _plain(docstring: str) -> str:
 
 def report_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of every document kind of report format 1."""
-    documents = (DiffDocument, AggregateReport, CheckReport, FirstDivergenceDocument, BisectDocument, ReplayDocument)
+    documents = (DiffReport, AggregateReport, CheckReport, FirstDivergenceDocument, BisectDocument, ReplayDocument)
     refs, components = _renamed(msgspec.json.schema_components(documents))
     _tidy(components)
     null_last(components)
