@@ -3,9 +3,10 @@
 One public home for the types that the renderers (:mod:`detllm.report`), capture and the
 command line read: the two-trace diff, the N-way aggregate, the check and its parts (sweep,
 concurrency, replay margins), the replay comparison and the bisect document (these two load
-when first used). Each is a frozen msgspec Struct (the report classes are dataclasses or
-Structs with methods); their JSON form is ``formats/report-v1.md``. The modules that define
-them are private.
+when first used). Each is a frozen msgspec Struct, and each report kind is one record that is
+its own JSON form (``formats/report-v1.md``): ``DiffReport``, ``AggregateReport``,
+``CheckReport``, ``ReplayDocument``, ``BisectDocument``, each with its ``kind``, by which
+:mod:`detllm.report` renders it. The modules that define them are private.
 """
 
 from typing import TYPE_CHECKING
