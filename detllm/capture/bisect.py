@@ -39,7 +39,7 @@ from ..diff.model import (
     SettingDifference,
 )
 from .._numbers import count
-from ..errors import DetllmError, ExitCode, UsageError
+from ..errors import DetllmError, UsageError
 from ..rundir import TRACE_FILE, TRACES_DIR, PlannedRun, read_run_config
 from .backend import Prompt
 from .._claim import DirectoryClaim
@@ -284,16 +284,6 @@ def _verdict(
     if best is None:
         parts.append("No setting or pair of settings tried reproduces every diverging prompt.")
     return BisectVerdict(explained_by=list(best.settings) if best is not None else None, text=" ".join(parts))
-
-
-def exit_code(document: BisectDocument) -> int:
-    """0: A and B agree (nothing to bisect); 1: they diverge (the ranking says why);
-    2: no rerun could be done."""
-    if not document.observed.divergent:
-        return int(ExitCode.OK)
-    if document.ranking and all(r.outcome == "not_run" for r in document.ranking):
-        return int(ExitCode.TROUBLE)
-    return int(ExitCode.DIFFERENT)
 
 
 def default_out() -> Path:

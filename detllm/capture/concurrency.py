@@ -337,7 +337,7 @@ def _server_check(config: RunConfig, prompts: list[Prompt], asked: ServerCheck, 
         report = build_check_report(directory, settings, planned, read_determinism(directory), options)
         extra = tuple(n for n in (probe_note, *notes) if n)
         if extra:
-            report = dataclasses.replace(report, notes=report.notes + extra)
+            report = msgspec.structs.replace(report, notes=[*report.notes, *extra])
         write_report_dir(report, directory)
     except BaseException:
         if created and keep and not any(directory.glob(f"{TRACES_DIR}/*.jsonl*")):

@@ -6,7 +6,7 @@ A's settings are rerun with one of B's values at a time, each in a fresh process
 two at a time when no single one explains the divergence), within --max-runs. Each
 rerun is compared with A by the diff engine, and the settings are ranked by how many
 of the diverging prompts they reproduce. A control rerun of A comes first. Writes the
-bisect directory: traces/, report.json (kind bisect), report.txt, report.md. Exit
+bisect directory: traces/, report.json (kind bisect), report.txt, report.md, report.html. Exit
 status: 0 when A and B do not diverge, 1 when they do (the ranking says why), 2 when
 nothing could be rerun.
 """
@@ -17,12 +17,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import msgspec
-
-from ..capture.bisect import bisect, default_out, exit_code
+from ..capture.bisect import bisect, default_out
 from ..capture.check import _run_isolated
 from ..diff.options import CHECK_FIELDS, add_comparison_flags, options_from
-from ..report import atomic_file, render_bisect_markdown, render_bisect_text
+from ..report import DEFAULT_MAX_PROMPTS, write_report_dir
+from ._report_options import HTML_HELP, print_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     formats = parser.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_true", help="print the JSON report")
     formats.add_argument("--markdown", action="store_true", help="print Markdown, ready for a GitHub issue")
+    formats.add_argument("--html", action="store_true", help=HTML_HELP)
+    parser.set_defaults(max_prompts=DEFAULT_MAX_PROMPTS)  # every rerun is listed; print_report reads it
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing, no progress either; the exit status tells")
 
 
@@ -58,12 +59,8 @@ def run(args: argparse.Namespace) -> int:
         pairs=not args.no_pairs,
         progress=progress,
     )
-    data = msgspec.json.format(msgspec.json.encode(document), indent=2) + b"\n"
-    text, markdown = render_bisect_text(document), render_bisect_markdown(document)
-    for name, content in (("report.json", data), ("report.txt", text.encode()), ("report.md", markdown.encode())):
-        with atomic_file(out / name) as handle:
-            handle.write(content)
+    write_report_dir(document, out, command=args.command_line)
     if not args.quiet:
-        sys.stdout.write(data.decode() if args.json else markdown if args.markdown else text)
+        print_report(document, args, command=args.command_line)
         print(f"detllm: bisect directory {out}", file=sys.stderr)
-    return exit_code(document)
+    return document.exit_code()

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-
-import msgspec
+from typing import Any
 
 from .._escape import text as escape
 from ..diff import diff_traces
 from ..diff.inputs import locate_trace
-from ..errors import NewerMinorVersionWarning, TraceFormatError, UsageError
+from ..errors import NewerMinorVersionWarning, TraceFormatError
 from ..reader import read_header
 from ._report_options import add_comparison_arguments, add_output_arguments, as_trouble, emit, options_from
 
@@ -35,10 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     options = options_from(args)
     try:
-        code = _replay_diff(args)
-        if code is not None:
-            return code
-        report = diff_traces(args.left, args.right, options)
+        report = _replay_report(args)
+        if report is None:
+            report = diff_traces(args.left, args.right, options)
     except TraceFormatError as error:
         raise as_trouble(error) from None
     emit(report, args)
@@ -51,7 +49,7 @@ def _is_replay(path: str, allow_incomplete: bool) -> bool:
         return read_header(locate_trace(path, allow_incomplete=allow_incomplete)).replay is not None
 
 
-def _replay_diff(args: argparse.Namespace) -> int | None:
+def _replay_report(args: argparse.Namespace) -> Any:
     """The replay comparison when one side is a replay of the other (either order); None for a plain diff."""
     if _is_replay(args.right, args.allow_incomplete):
         original, replayed = args.left, args.right
@@ -61,30 +59,9 @@ def _replay_diff(args: argparse.Namespace) -> int | None:
         return None
     from ..diff import build_replay_report
     from ..diff.inputs import NotAReplay
-    from ..report import atomic_file, render_replay_markdown, render_replay_text
 
     try:
-        document = build_replay_report(original, replayed)
+        return build_replay_report(original, replayed)
     except NotAReplay as error:
         print(escape(f"detllm: warning: {error.reason}: comparing them as two runs"), file=sys.stderr)
         return None
-    if args.html:
-        raise UsageError("--html: a replay comparison has no HTML page yet; use text, --markdown or --json")
-    data = msgspec.json.format(msgspec.json.encode(document), indent=2) + b"\n"
-    text = render_replay_text(document, max_prompts=args.max_prompts)
-    markdown = render_replay_markdown(document, max_prompts=args.max_prompts)
-    if args.out:
-        from pathlib import Path
-
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, content in (("report.json", data), ("report.txt", text.encode()), ("report.md", markdown.encode())):
-            with atomic_file(out / name) as handle:
-                handle.write(content)
-    if not args.quiet:
-        if args.json:
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
-        else:
-            sys.stdout.write(markdown if args.markdown else text)
-    return document.exit_code

@@ -12,7 +12,6 @@ unreadable or invalid input and usage errors.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,7 +60,7 @@ def _saved(path: Path, args: argparse.Namespace, options: DiffOptions) -> Any:
         raise UsageError("comparison options apply when comparing traces; a saved report is rendered as it was made")
     report = load_report(path)
     if args.tier is not None and args.tier != report.options.tier:
-        report = dataclasses.replace(report, options=report.options.replace(tier=args.tier))
+        report = report.at_tier(args.tier)
     return report
 
 

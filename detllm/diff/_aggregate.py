@@ -628,14 +628,14 @@ def _report(work: _Aggregation) -> AggregateReport:
     )
     overall = next((c for c in CLASSIFICATIONS if classes[c]), "identical")
     text = _verdict_text(summary, splits, split_count, missing_count, tier1, tier2)
-    return AggregateReport(
-        options=work.options,
+    return AggregateReport.of(
+        work.options,
         runs=work.infos,
         setup=_setup(work.headers),
         verdict=AggregateVerdict(classification=overall, tier1=tier1, tier2=tier2, text=text),
         summary=summary,
         prompts=prompts,
-        notes=tuple(work.notes),
+        notes=list(work.notes),
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
@@ -12,7 +11,7 @@ import msgspec
 from .._version import __version__
 from ._model import Attribution, Category, PositionCount, Producer, PromptResult, Token, TraceInfo
 from ._options import DiffOptions
-from ._report import REPORT_FORMAT, REPORT_VERSION, ReportOptions, TieredVerdict, Version, convert_document
+from ._report import REPORT_FORMAT, REPORT_VERSION, ReportOptions, TieredVerdict, Version, convert_document, prompts_as_list
 
 
 class _Struct(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,8 +120,14 @@ class AggregateVerdict(_Struct):
     text: str
 
 
-class AggregateDocument(msgspec.Struct, frozen=True, kw_only=True):
+class AggregateReport(msgspec.Struct, TieredVerdict, frozen=True, kw_only=True):
     """The JSON form of an aggregate report (``kind: "aggregate"``)."""
+
+    # An aggregate report is one record: what the N-way engine returns (many traces of the
+    # same prompts, compared with the majority of each prompt), what the renderers read and
+    # what ``report.json`` holds, its fields in the document's order. The engine's
+    # ``prompts`` is a compact read-only sequence (most prompts are alike); a loaded
+    # report's is a list. Either encodes as the list (:func:`prompts_as_list`).
 
     format: Literal["detllm.report"]
     version: Version
@@ -134,52 +139,25 @@ class AggregateDocument(msgspec.Struct, frozen=True, kw_only=True):
     verdict: AggregateVerdict
     summary: AggregateSummary
     notes: list[str]
-    prompts: list[PromptAggregate]
-
-
-@dataclass(frozen=True, eq=False)
-class AggregateReport(TieredVerdict):
-    """Many traces of the same prompts, compared with the majority of each prompt."""
-
-    options: DiffOptions
-    runs: list[TraceInfo]
-    setup: AggregateSetup
-    verdict: AggregateVerdict
-    summary: AggregateSummary
     prompts: Sequence[PromptAggregate]
-    notes: tuple[str, ...] = ()
-    producer: Producer = field(default_factory=lambda: Producer(name="detllm", version=__version__))
 
-    kind = "aggregate"
+    @classmethod
+    def of(cls, options: DiffOptions, **parts: Any) -> AggregateReport:
+        """An aggregate report of this detLLM, made with ``options``; ``parts``: the other fields."""
+        parts.setdefault("producer", Producer(name="detllm", version=__version__))
+        return cls(format=REPORT_FORMAT, version=REPORT_VERSION, kind="aggregate", options=ReportOptions.of(options),
+                   **parts)  # type: ignore[arg-type]
 
-    def document(self, *, with_prompts: bool = True) -> AggregateDocument:
-        return AggregateDocument(
-            format=REPORT_FORMAT,
-            version=REPORT_VERSION,
-            kind="aggregate",
-            producer=self.producer,
-            options=ReportOptions.of(self.options),
-            runs=self.runs,
-            setup=self.setup,
-            verdict=self.verdict,
-            summary=self.summary,
-            notes=list(self.notes),
-            prompts=list(self.prompts) if with_prompts else [],
-        )
+    def at_tier(self, tier: int) -> AggregateReport:
+        """The same report, judged at ``tier``."""
+        return msgspec.structs.replace(self, options=msgspec.structs.replace(self.options, tier=tier))
 
     def to_dict(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self.document())  # type: ignore[no-any-return]
+        """The versioned JSON report as plain Python objects (see ``formats/report-v1.md``)."""
+        return msgspec.to_builtins(self, enc_hook=prompts_as_list)  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, data: Any, *, path: str | os.PathLike[str] = "<report>") -> AggregateReport:
-        document = convert_document(data, AggregateDocument, "aggregate", os.fspath(path))
-        return cls(
-            options=document.options.to_options(),
-            runs=document.runs,
-            setup=document.setup,
-            verdict=document.verdict,
-            summary=document.summary,
-            prompts=document.prompts,
-            notes=tuple(document.notes),
-            producer=document.producer,
-        )
+        """Rebuild a report from :meth:`to_dict`'s output (or a saved ``report.json``)."""
+        return convert_document(data, cls, "aggregate", os.fspath(path))  # type: ignore[no-any-return]
+

@@ -6,6 +6,7 @@ from typing import Any, Literal, get_args
 
 import msgspec
 
+from ..errors import ExitCode
 from ._model import Producer
 from ._report import ReportOptions, Version
 
@@ -93,3 +94,12 @@ class BisectDocument(_Struct):
     """Best explanation first: most diverging prompts reproduced, then fewest extra, then fewest settings."""
     budget: BisectBudget
     verdict: BisectVerdict
+
+    def exit_code(self) -> int:
+        """0: A and B agree (nothing to bisect); 1: they diverge (the ranking says why);
+        2: no rerun could be done."""
+        if not self.observed.divergent:
+            return int(ExitCode.OK)
+        if self.ranking and all(r.outcome == "not_run" for r in self.ranking):
+            return int(ExitCode.TROUBLE)
+        return int(ExitCode.DIFFERENT)

@@ -214,8 +214,8 @@ def build_check_report(
     concurrency = None
     if settings.concurrency is not None:
         concurrency, verdict = with_concurrency(aggregate, planned, comparisons, verdict)
-    return CheckReport(
-        options=options,
+    return CheckReport.of(
+        options,
         check=settings,
         determinism=determinism,
         runs=runs,
@@ -223,7 +223,7 @@ def build_check_report(
         summary=summary,
         comparisons=comparisons,
         prompts=prompts,
-        notes=tuple(notes),
+        notes=notes,
         sweep=build_sweep_report(base, options),
         concurrency=concurrency,
         replay=build_check_replay(base, runs, comparisons, prompts, options),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
@@ -159,8 +158,12 @@ class CheckVerdict(_Struct, omit_defaults=True):
     concurrency_invariant_logprobs: bool | None = None
 
 
-class CheckDocument(msgspec.Struct, frozen=True, kw_only=True):
+class CheckReport(msgspec.Struct, frozen=True, kw_only=True):
     """The JSON form of a check report (``kind: "check"``)."""
+
+    # A check report is one record: what the engine returns, the renderers read and
+    # ``report.json`` holds (repeated runs and a batch sweep of one setup, compared with
+    # run 0). Its fields are the document's, in the document's order.
 
     format: Literal["detllm.report"]
     version: Version
@@ -182,26 +185,24 @@ class CheckDocument(msgspec.Struct, frozen=True, kw_only=True):
     """Replay-measured margins at each divergence (``--replay``); absent when the check was not replayed
     (so reports of checks without ``--replay`` are unchanged)."""
 
+    @classmethod
+    def of(cls, options: DiffOptions, **parts: Any) -> CheckReport:
+        """A check report of this detLLM, judged with ``options``; ``parts``: the other fields
+        (``replay=None`` for a check not replayed)."""
+        if parts.get("replay", msgspec.UNSET) is None:
+            parts["replay"] = msgspec.UNSET
+        parts.setdefault("producer", Producer(name="detllm", version=__version__))
+        return cls(format=REPORT_FORMAT, version=REPORT_VERSION, kind="check", options=ReportOptions.of(options),
+                   **parts)  # type: ignore[arg-type]
 
-@dataclass(frozen=True, eq=False)
-class CheckReport:
-    """Repeated runs and a batch sweep of one setup, compared with run 0."""
+    @property
+    def replayed(self) -> CheckReplay | None:
+        """The replay-measured margins, or None when the check was not replayed."""
+        return None if isinstance(self.replay, msgspec.UnsetType) else self.replay
 
-    options: DiffOptions
-    check: CheckSettings
-    determinism: CheckDeterminism
-    runs: list[CheckRun]
-    verdict: CheckVerdict
-    summary: CheckSummary
-    comparisons: list[CheckComparison]
-    prompts: list[CheckPrompt]
-    notes: tuple[str, ...] = ()
-    sweep: SweepReport | None = None
-    concurrency: ConcurrencyAnswer | None = None
-    replay: CheckReplay | None = None
-    producer: Producer = field(default_factory=lambda: Producer(name="detllm", version=__version__))
-
-    kind = "check"
+    def at_tier(self, tier: int) -> CheckReport:
+        """The same report, judged at ``tier``."""
+        return msgspec.structs.replace(self, options=msgspec.structs.replace(self.options, tier=tier))
 
     @property
     def classification(self) -> str:
@@ -237,44 +238,11 @@ class CheckReport:
             return int(ExitCode.TROUBLE)
         return int(ExitCode.OK)
 
-    def document(self, *, with_prompts: bool = True) -> CheckDocument:
-        return CheckDocument(
-            format=REPORT_FORMAT,
-            version=REPORT_VERSION,
-            kind="check",
-            producer=self.producer,
-            options=ReportOptions.of(self.options),
-            check=self.check,
-            determinism=self.determinism,
-            runs=self.runs,
-            verdict=self.verdict,
-            summary=self.summary,
-            comparisons=self.comparisons,
-            notes=list(self.notes),
-            prompts=self.prompts if with_prompts else [],
-            sweep=self.sweep,
-            concurrency=self.concurrency,
-            replay=msgspec.UNSET if self.replay is None else self.replay,
-        )
-
     def to_dict(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self.document())  # type: ignore[no-any-return]
+        """The versioned JSON report as plain Python objects (see ``formats/report-v1.md``)."""
+        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, data: Any, *, path: str | os.PathLike[str] = "<report>") -> CheckReport:
-        document = convert_document(data, CheckDocument, "check", os.fspath(path))
-        return cls(
-            options=document.options.to_options(),
-            check=document.check,
-            determinism=document.determinism,
-            runs=document.runs,
-            verdict=document.verdict,
-            summary=document.summary,
-            comparisons=document.comparisons,
-            prompts=document.prompts,
-            notes=tuple(document.notes),
-            sweep=document.sweep,
-            concurrency=document.concurrency,
-            replay=None if isinstance(document.replay, msgspec.UnsetType) else document.replay,
-            producer=document.producer,
-        )
+        """Rebuild a report from :meth:`to_dict`'s output (or a saved ``report.json``)."""
+        return convert_document(data, cls, "check", os.fspath(path))  # type: ignore[no-any-return]

@@ -199,15 +199,15 @@ class _Comparison:
             divergence_positions=[PositionCount(index=i, count=n) for i, n in sorted(self.positions.items())],
         )
         setup = with_input_evidence(setup, self.statuses["inputs_differ"], summary.compared)
-        return DiffReport(
+        return DiffReport.of(
+            self.options,
             left=trace_info(self.left.path, self.left.header, self.left.rows_read, self.left.complete),
             right=trace_info(self.right.path, self.right.header, self.right.rows_read, self.right.complete),
-            options=self.options,
             setup=setup,
             verdict=verdict(summary, self.ctx.logprobs, self.options.atol),
             summary=summary,
             prompts=self.results,
-            notes=tuple(self._notes(aligner)),
+            notes=list(self._notes(aligner)),
         )
 
     def _add(self, result: PromptResult, key: int) -> None:

@@ -72,8 +72,7 @@ class ReplayDocument(_Struct):
     notes: list[str]
     prompts: list[ReplayPrompt]
 
-    # Shared rendering machinery reads these.
-    @property
     def exit_code(self) -> int:
-        """0 when no recorded token would flip under the replay, 1 when some would."""
+        """0 when no recorded token would flip under the replay, 1 when some would (as for the
+        other report kinds, a method)."""
         return 0 if self.verdict.all_rank_1 else 1

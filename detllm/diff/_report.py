@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -21,7 +20,6 @@ from ._model import (
     Verdict,
 )
 from ._options import DiffOptions
-from ._results import PromptResults
 
 REPORT_FORMAT = "detllm.report"
 REPORT_VERSION = "1.1"
@@ -50,27 +48,12 @@ class ReportOptions(msgspec.Struct, frozen=True, kw_only=True):
         return DiffOptions(**msgspec.to_builtins(self))
 
 
-class DiffDocument(msgspec.Struct, frozen=True, kw_only=True):
-    """The JSON form of a diff report (``kind: "diff"``)."""
-
-    format: Literal["detllm.report"]
-    version: Version
-    kind: Literal["diff"]
-    producer: Producer
-    options: ReportOptions
-    left: TraceInfo
-    right: TraceInfo
-    setup: Setup
-    verdict: Verdict
-    summary: Summary
-    notes: list[str]
-    prompts: list[PromptResult]
-
-
 class TieredVerdict:
     """Tier results of a report that has ``options.tier`` and ``verdict.tier1/tier2``."""
 
-    options: DiffOptions
+    __slots__ = ()  # a mixin of msgspec Structs too
+
+    options: ReportOptions
     verdict: Any
 
     @property
@@ -95,26 +78,35 @@ class TieredVerdict:
         return int(ExitCode.OK if self.passed(tier) else ExitCode.DIFFERENT)
 
 
-@dataclass(frozen=True, eq=False)
-class DiffReport(TieredVerdict):
-    """The comparison of two traces.
+class DiffReport(msgspec.Struct, TieredVerdict, frozen=True, kw_only=True):
+    """The JSON form of a diff report (``kind: "diff"``)."""
 
-    ``prompts`` holds every prompt's result (identical ones included) in the left
-    trace's order, then the prompts only the right trace has. It can be longer than
-    memory allows: it reads its entries from a temporary file when it must.
-    """
+    # A diff report is one record: what diff_traces returns (the comparison of two traces),
+    # what the renderers read and what ``report.json`` holds, its fields in the document's
+    # order. ``prompts`` holds every prompt's result (identical ones included) in the left
+    # trace's order, then the prompts only the right trace has; the engine's can be longer
+    # than memory allows (it reads its entries from a temporary file when it must), a loaded
+    # report's is a list. Either encodes as the list (:func:`prompts_as_list`).
 
+    format: Literal["detllm.report"]
+    version: Version
+    kind: Literal["diff"]
+    producer: Producer
+    options: ReportOptions
     left: TraceInfo
     right: TraceInfo
-    options: DiffOptions
     setup: Setup
     verdict: Verdict
     summary: Summary
-    prompts: PromptResults
-    notes: tuple[str, ...] = ()
-    producer: Producer = field(default_factory=lambda: Producer(name="detllm", version=__version__))
+    notes: list[str]
+    prompts: Sequence[PromptResult]
 
-    kind = "diff"
+    @classmethod
+    def of(cls, options: DiffOptions, **parts: Any) -> DiffReport:
+        """A diff report of this detLLM, made with ``options``; ``parts``: the other fields."""
+        parts.setdefault("producer", Producer(name="detllm", version=__version__))
+        return cls(format=REPORT_FORMAT, version=REPORT_VERSION, kind="diff", options=ReportOptions.of(options),
+                   **parts)  # type: ignore[arg-type]
 
     def diverging(self) -> Iterator[PromptResult]:
         """The prompts whose result is not ``identical``."""
@@ -122,41 +114,25 @@ class DiffReport(TieredVerdict):
             if result.status != "identical":
                 yield result
 
-    def document(self, *, with_prompts: bool = True) -> DiffDocument:
-        return DiffDocument(
-            format=REPORT_FORMAT,
-            version=REPORT_VERSION,
-            kind="diff",
-            producer=self.producer,
-            options=ReportOptions.of(self.options),
-            left=self.left,
-            right=self.right,
-            setup=self.setup,
-            verdict=self.verdict,
-            summary=self.summary,
-            notes=list(self.notes),
-            prompts=list(self.prompts) if with_prompts else [],
-        )
+    def at_tier(self, tier: int) -> DiffReport:
+        """The same report, judged at ``tier``."""
+        return msgspec.structs.replace(self, options=msgspec.structs.replace(self.options, tier=tier))
 
     def to_dict(self) -> dict[str, Any]:
         """The versioned JSON report as plain Python objects (see ``formats/report-v1.md``)."""
-        return msgspec.to_builtins(self.document())  # type: ignore[no-any-return]
+        return msgspec.to_builtins(self, enc_hook=prompts_as_list)  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, data: Any, *, path: str | os.PathLike[str] = "<report>") -> DiffReport:
         """Rebuild a report from :meth:`to_dict`'s output (or a saved ``report.json``)."""
-        document = convert_document(data, DiffDocument, "diff", os.fspath(path))
-        return cls(
-            left=document.left,
-            right=document.right,
-            options=document.options.to_options(),
-            setup=document.setup,
-            verdict=document.verdict,
-            summary=document.summary,
-            prompts=PromptResults.of(document.prompts),
-            notes=tuple(document.notes),
-            producer=document.producer,
-        )
+        return convert_document(data, cls, "diff", os.fspath(path))  # type: ignore[no-any-return]
+
+
+def prompts_as_list(value: Any) -> Any:
+    """An ``enc_hook`` for msgspec: an engine's compact or disk-backed sequence of prompts, as a list."""
+    if isinstance(value, Sequence):
+        return list(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
 
 
 def check_preamble(data: Any, path: str, kinds: tuple[str, ...]) -> str:

@@ -3,16 +3,16 @@
 One public home for the types that the renderers (:mod:`detllm.report`), capture and the
 command line read: the two-trace diff, the N-way aggregate, the check and its parts (sweep,
 concurrency, replay margins), the replay comparison and the bisect document (these two load
-when first used). Each is a frozen msgspec Struct (the report classes are dataclasses or
-Structs with methods); their JSON form is ``formats/report-v1.md``. The modules that define
-them are private.
+when first used). Each is a frozen msgspec Struct, and each report kind is one record that is
+its own JSON form (``formats/report-v1.md``): ``DiffReport``, ``AggregateReport``,
+``CheckReport``, ``ReplayDocument``, ``BisectDocument``, each with its ``kind``, by which
+:mod:`detllm.report` renders it. The modules that define them are private.
 """
 
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_names
 from ._aggregate_model import (
-    AggregateDocument,
     AggregateReport,
     AggregateSetup,
     AggregateSummary,
@@ -28,7 +28,6 @@ from ._check_model import (
     CheckComparison,
     CheckDeterminism,
     CheckDivergence,
-    CheckDocument,
     CheckPrompt,
     CheckReport,
     CheckRun,
@@ -63,7 +62,7 @@ from ._model import (
     TraceInfo,
     Verdict,
 )
-from ._report import REPORT_FORMAT, REPORT_VERSION, DiffDocument, DiffReport, ReportOptions, TieredVerdict, Version, check_preamble
+from ._report import REPORT_FORMAT, REPORT_VERSION, DiffReport, ReportOptions, TieredVerdict, Version, check_preamble
 from ._sweep_model import (
     SWEEP_MODES,
     PrefixCounters,
@@ -115,7 +114,6 @@ __all__ = [
     "STATUSES",
     "SWEEP_MODES",
     "TIER1_FAILURES",
-    "AggregateDocument",
     "AggregateReport",
     "AggregateSetup",
     "AggregateSummary",
@@ -132,7 +130,6 @@ __all__ = [
     "CheckComparison",
     "CheckDeterminism",
     "CheckDivergence",
-    "CheckDocument",
     "CheckPrompt",
     "CheckReplay",
     "CheckReplayTrace",
@@ -143,7 +140,6 @@ __all__ = [
     "CheckVerdict",
     "ConcurrencyAnswer",
     "ConcurrencyPrompt",
-    "DiffDocument",
     "DiffReport",
     "Divergence",
     "Drift",

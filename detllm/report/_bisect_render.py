@@ -30,7 +30,9 @@ def _evidence(r: BisectRun) -> str:
     return f"{r.reproduced} of {r.of} diverging prompts reproduced{extra}"
 
 
-def render_bisect_text(document: BisectDocument) -> str:
+def render_bisect_text(document: BisectDocument, *, max_prompts: int | None = None) -> str:
+    """The bisect for a terminal. Every rerun is listed: ``max_prompts`` (the common signature
+    of the renderers) limits nothing here."""
     return "\n".join(_text(document)) + "\n"
 
 
@@ -67,7 +69,8 @@ def _text(d: BisectDocument) -> Iterator[str]:
     )
 
 
-def render_bisect_markdown(document: BisectDocument) -> str:
+def render_bisect_markdown(document: BisectDocument, *, max_prompts: int | None = None) -> str:
+    """The bisect in Markdown; every rerun is listed, as in :func:`render_bisect_text`."""
     return "\n".join(_markdown(document)).rstrip("\n") + "\n"
 
 
@@ -93,3 +96,54 @@ def _markdown(d: BisectDocument) -> Iterator[str]:
         yield ""
     untried = f"; not tried: {', '.join(_code(u) for u in d.budget.untried)}" if d.budget.untried else ""
     yield f"Budget: {d.budget.used} of {d.budget.max_runs} runs used{untried}."
+
+
+# -- HTML: the sections of a bisect page (see detllm.report._html.SECTIONS) -------------------
+
+
+def _explained(d: BisectDocument) -> str:
+    return ", ".join(d.verdict.explained_by) if d.verdict.explained_by else "not found"
+
+
+def html_title(d: BisectDocument) -> str:
+    return f"detLLM bisect: {_explained(d)}"
+
+
+def html_verdict(d: BisectDocument, page: Any) -> Iterator[str]:
+    from ._html import esc
+
+    code = d.exit_code()
+    banner = {0: "pass", 1: "fail"}.get(code, "trouble")
+    yield f'<section id="verdict" class="banner {banner}" data-exit="{code}">'
+    yield f'<h1>detLLM bisect: <code id="classification">{esc(_explained(d))}</code></h1>'
+    yield (f"<p>A <code>{esc(d.left.trace)}</code> and B <code>{esc(d.right.trace)}</code>: "
+           f"{len(d.observed.divergent)} of {d.observed.prompts} prompts diverge "
+           f"(<code>{esc(d.observed.classification)}</code>; judged at Tier {d.options.tier}).</p>")
+    yield f'<p class="claim"><b>Exit status <span id="exit">{code}</span></b> (0: A and B agree; 1: they diverge)</p>'
+    yield f'<p class="caveat" id="verdict-text">{esc(d.verdict.text)}</p>'
+    yield "</section>"
+
+
+def html_differences(d: BisectDocument, page: Any) -> Iterator[str]:
+    from ._html import esc, table, value
+
+    yield f'<h2 id="setup">Settings that differ ({len(d.differences)})</h2>'
+    rows = [[f"<code>{esc(s.setting)}</code>", value(_value(s.left), False), value(_value(s.right), False)]
+            for s in d.differences]
+    yield table(["setting", "A", "B"], rows, cls="setup")
+
+
+def html_runs(d: BisectDocument, page: Any) -> Iterator[str]:
+    from ._html import esc, table
+
+    runs = ([d.control] if d.control is not None else []) + d.ranking
+    yield '<h2 id="reruns">Reruns of A with B\'s settings</h2>'
+    if not runs:
+        yield "<p>Nothing was rerun.</p>"
+    else:
+        yield "<p>Best explanation first; the control (A's own settings rerun) first of all.</p>"
+        rows = [[f"<code>{esc(r.name)}</code>", esc(r.outcome), esc(_evidence(r)),
+                 "-" if r.classification is None else f"<code>{esc(r.classification)}</code>"] for r in runs]
+        yield table(["applied from B", "outcome", "evidence", "classification"], rows, cls="reruns")
+    untried = f"; not tried: {esc(', '.join(d.budget.untried))}" if d.budget.untried else ""
+    yield f'<p id="budget">Budget: {d.budget.used} of {d.budget.max_runs} runs used{untried}.</p>'

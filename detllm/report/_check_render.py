@@ -171,8 +171,8 @@ def _text(report: CheckReport, max_prompts: int) -> Iterator[str]:
     yield "  (logprobs: among the prompts whose tokens agree)"
     if report.sweep is not None:
         yield from sweep_text(report.sweep, report.options.tier)
-    if report.replay is not None:
-        yield from replay_text(report.replay)
+    if report.replayed is not None:
+        yield from replay_text(report.replayed)
     yield ""
     yield f"Prompts ({s.prompts})"
     yield f"  {pad('prompt', 24)} {'completions':>11}  {pad('repeats', 19)} batch"
@@ -280,8 +280,8 @@ def _markdown(report: CheckReport, max_prompts: int) -> Iterator[str]:
     yield ""
     if report.sweep is not None:
         yield from sweep_markdown(report.sweep, report.options.tier)
-    if report.replay is not None:
-        yield from replay_markdown(report.replay)
+    if report.replayed is not None:
+        yield from replay_markdown(report.replayed)
     yield "| prompt | completions | repeats | batch | split |"
     yield "|---|---:|---|---|---|"
     for p in report.prompts[: max_prompts * 2]:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from ..diff.model import REPORT_FORMAT, REPORT_VERSION, DiffReport, Producer, PromptResult, TraceInfo, Version
+from ..diff.model import REPORT_FORMAT, REPORT_VERSION, Producer, PromptResult, TraceInfo, Version
 
 
 class FirstDivergence(PromptResult, frozen=True, kw_only=True):
@@ -48,8 +48,9 @@ def _entry(result: PromptResult, **runs: Any) -> FirstDivergence:
 
 
 def first_divergences(report: Any) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
-    """The document's head (everything but ``divergences``) and its entries."""
-    if isinstance(report, DiffReport):
+    """The document's head (everything but ``divergences``) and its entries, of a diff, an
+    aggregate or a check report."""
+    if report.kind == "diff":
         head = FirstDivergenceDocument(
             format=REPORT_FORMAT, version=REPORT_VERSION, kind="first_divergence", producer=report.producer,
             left=report.left, right=report.right, runs=None, divergences=[],

@@ -7,8 +7,9 @@ allowed by its hash) and escapes every string that came from a trace with
 :func:`html_text`.
 
 Sections are functions ``(report, page) -> Iterator[str]`` listed per report kind in
-:data:`SECTIONS`. A new kind of report (a replay or a concurrency check, a sweep) adds
-its own list; a report model that gains a part (the odd-one-out rate per concurrency
+:data:`SECTIONS`, and :data:`TITLES` gives each kind's page title. A new kind of report
+adds its own list (a replay's and a bisect's sections live beside their text and Markdown,
+and load when first used); a report model that gains a part (the odd-one-out rate per concurrency
 level with its interval, say) adds a function to its kind's list, where it belongs on
 the page, using the helpers here (:func:`table`, :func:`html_text`, :class:`Page`).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import json
 import shlex
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,7 +27,7 @@ from typing import Any
 
 from .._numbers import count, num
 from ..diff.model import DiffReport, PromptResult, Token, TopEntry
-from ..diff.options import comparison_arguments
+from ..diff.options import CHECK_FIELDS, comparison_arguments
 from ._text import tier_word
 from .. import _escape
 
@@ -148,6 +150,10 @@ def value(v: Any, absent: bool) -> str:
 
 def _state(answer: bool | None) -> str:
     return "na" if answer is None else ("pass" if answer else "fail")
+
+
+state = _state
+"""The class of an answer's badge: ``pass``, ``fail`` or ``na``."""
 
 
 # -- the verdict ------------------------------------------------------------------------------
@@ -405,6 +411,10 @@ def _thin(page: Page, text: str) -> str:
     return f'<p class="note thinned">{esc(text)}</p>'
 
 
+thin = _thin
+"""A note that the page shows part of what the report holds (repeated at the page's top)."""
+
+
 # -- diverging prompts ------------------------------------------------------------------------
 
 
@@ -586,11 +596,15 @@ def _histogram(report: Any, page: Page) -> Iterator[str]:
 
 def default_command(report: Any) -> list[list[str]]:
     """The commands that make this report again, for the reproduce box."""
-    options = comparison_arguments(report.options)
     if report.kind == "diff":
-        return [["detllm", "diff", report.left.path, report.right.path, *options]]
+        return [["detllm", "diff", report.left.path, report.right.path, *comparison_arguments(report.options.to_options())]]
     if report.kind == "aggregate":
-        return [["detllm", "report", *(r.path for r in report.runs), *options]]
+        return [["detllm", "report", *(r.path for r in report.runs), *comparison_arguments(report.options.to_options())]]
+    if report.kind == "replay":
+        return [["detllm", "diff", report.original.path, report.replay.path]]
+    if report.kind == "bisect":
+        flags = comparison_arguments(report.options.to_options(), CHECK_FIELDS)
+        return [["detllm", "bisect", report.left.directory, report.right.directory, *flags]]
     return []
 
 
@@ -611,10 +625,10 @@ def _reproduce(report: Any, page: Page) -> Iterator[str]:
 
 def _replay_check(report: Any, page: Page) -> Iterator[str]:
     """A check's replay-backed verdicts (``check --replay``); nothing otherwise."""
-    if getattr(report, "replay", None) is not None:
+    if report.replayed is not None:
         from ._check_replay_render import replay_html
 
-        yield from replay_html(report.replay)
+        yield from replay_html(report.replayed)
 
 
 def _concurrency_check(report: Any, page: Page) -> Iterator[str]:
@@ -635,20 +649,52 @@ def _sweep_check(report: Any, page: Page) -> Iterator[str]:
 
 Section = Callable[[Any, Page], Iterator[str]]
 
+
+def _elsewhere(name: str) -> Callable[..., Any]:
+    """The function ``module:function`` (relative to this package), imported when first called:
+    a replay's and a bisect's sections live with their text and Markdown."""
+    module, _, function = name.partition(":")
+
+    def call(*args: Any) -> Any:
+        return getattr(importlib.import_module(module, __package__), function)(*args)
+
+    call.__name__ = function
+    return call
+
+
 SECTIONS: dict[str, list[Section]] = {
     "diff": [_verdict, _setup_diff, _grid, _details_diff, _histogram, _reproduce],
     "aggregate": [_verdict, _setup_aggregate, _grid, _details_aggregate, _histogram, _reproduce],
     "check": [_verdict, _setup_check, _concurrency_check, _grid, _details_check, _replay_check, _sweep_check,
               _histogram, _reproduce],
+    "replay": [*map(_elsewhere, ("._replay_render:html_verdict", "._replay_render:html_setup",
+                                 "._replay_render:html_figures", "._replay_render:html_flips",
+                                 "._replay_render:html_prompts")), _reproduce],
+    "bisect": [*map(_elsewhere, ("._bisect_render:html_verdict", "._bisect_render:html_differences",
+                                 "._bisect_render:html_runs")), _reproduce],
 }
 """The page's sections per report kind, in order (see the module's docstring)."""
+
+
+def _classified(report: Any) -> str:
+    return f"detLLM {report.kind}: {report.verdict.classification}"
+
+
+TITLES: dict[str, Callable[[Any], str]] = {
+    "diff": _classified,
+    "aggregate": _classified,
+    "check": _classified,
+    "replay": _elsewhere("._replay_render:html_title"),
+    "bisect": _elsewhere("._bisect_render:html_title"),
+}
+"""The page's title per report kind."""
 
 
 def render_html(report: Any, *, command: Sequence[str] | None = None) -> str:
     """The report as one HTML page. ``command``: the command that recorded it, when known."""
     page = Page(command=command)
     body = [part for section in SECTIONS[report.kind] for part in section(report, page)]
-    title = f"detLLM {report.kind}: {report.verdict.classification}"
+    title = TITLES[report.kind](report)
     summary = ""
     if page.thinned:
         summary = ('<p class="note" id="thinned">This page summarises a large report: '

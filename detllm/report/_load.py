@@ -83,7 +83,7 @@ def load_check_statuses(
         return streamed
     report = load_report(name)
     statuses = []
-    if isinstance(report, CheckReport):
+    if report.kind == "check":
         for prompt in report.prompts:
             if prompt.divergences:
                 statuses.append((prompt.prompt_id, frozenset(d.result.status for d in prompt.divergences)))

@@ -120,10 +120,10 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
     if report is None:
         read_determinism(base)  # a check directory that cannot be judged is refused as before
     runs, incomplete = recorded_runs(base, plan.traces, allow_incomplete)
-    if report is not None and not isinstance(report, CheckReport):
+    if report is not None and report.kind != "check":
         raise InputError(f"{saved}: not a check report (kind {report.kind!r})")
     source_options = (
-        report.options if report is not None else DiffOptions(tier=plan.tier, atol=plan.atol, allow_incomplete=allow_incomplete)
+        report.options.to_options() if report is not None else DiffOptions(tier=plan.tier, atol=plan.atol, allow_incomplete=allow_incomplete)
     )
     tier = source_options.tier if tier is None else tier
     if tier not in (1, 2):

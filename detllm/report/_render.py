@@ -1,56 +1,86 @@
-"""Rendering any report as text, Markdown or JSON, and writing a report directory."""
+"""Rendering any report as text, Markdown, JSON or HTML, and writing a report directory.
+
+Every report kind (``diff``, ``aggregate``, ``check``, ``replay``, ``bisect``: the ``kind``
+its record carries) renders through the same four functions. :data:`RENDERERS` names, per
+kind, the functions that write its text and Markdown and how its JSON is written; they are
+imported when first used, so that a plain diff loads only its own. HTML is one page built by
+:mod:`detllm.report._html` from the sections it lists per kind.
+"""
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 from pathlib import Path
-from collections.abc import Sequence
-from typing import IO, Any
+from collections.abc import Callable, Sequence
+from typing import IO, Any, Literal, NamedTuple
 
 import msgspec
 import orjson
 
-from ..diff.model import DiffReport
 from ..errors import DetllmError
 from ..rundir import read_run_config
 from ._first_divergence import first_divergences
-from ._markdown import render_diff_markdown
-from ._text import DEFAULT_MAX_PROMPTS, render_diff_text
+from ._text import DEFAULT_MAX_PROMPTS
 
 Report = Any
-"""A :class:`~detllm.diff.DiffReport`, an :class:`~detllm.diff.AggregateReport` or a
-:class:`~detllm.diff.CheckReport`."""
+"""A report record of :mod:`detllm.diff.model`, by its ``kind``: a
+:class:`~detllm.diff.DiffReport`, an :class:`~detllm.diff.AggregateReport`, a
+:class:`~detllm.diff.CheckReport`, a :class:`~detllm.diff.ReplayDocument` or a
+:class:`~detllm.diff.model.BisectDocument`."""
+
+
+class Renderers(NamedTuple):
+    """How one report kind renders.
+
+    ``text`` and ``markdown``: ``module:function`` (the module relative to this package),
+    each taking the report and ``max_prompts``. ``json``: how its record (which is its own
+    JSON form) is written: ``streamed``, the prompts one at a time after the rest (an
+    engine's can be more than memory holds), or ``whole``. ``first_divergences``: whether its
+    report directory holds ``diffs/first_divergence.json``.
+    """
+
+    text: str
+    markdown: str
+    json: Literal["streamed", "whole"]
+    first_divergences: bool
+
+
+RENDERERS: dict[str, Renderers] = {
+    "diff": Renderers("._text:render_diff_text", "._markdown:render_diff_markdown", "streamed", True),
+    "aggregate": Renderers("._aggregate_render:render_aggregate_text", "._aggregate_render:render_aggregate_markdown",
+                           "streamed", True),
+    "check": Renderers("._check_render:render_check_text", "._check_render:render_check_markdown", "streamed", True),
+    "replay": Renderers("._replay_render:render_replay_text", "._replay_render:render_replay_markdown", "whole", False),
+    "bisect": Renderers("._bisect_render:render_bisect_text", "._bisect_render:render_bisect_markdown", "whole", False),
+}
+"""The renderers of each report kind, by the ``kind`` its record carries."""
+
+
+def renderers(report: Report) -> Renderers:
+    """The :data:`RENDERERS` entry of ``report``'s kind."""
+    return RENDERERS[report.kind]
+
+
+def _function(name: str) -> Callable[..., str]:
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module, __package__), function)  # type: ignore[no-any-return]
 
 
 def render_text(report: Report, *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> str:
     """The human report for a terminal; at most ``max_prompts`` prompts in full."""
-    if isinstance(report, DiffReport):
-        return render_diff_text(report, max_prompts=max_prompts)
-    if report.kind == "check":
-        from ._check_render import render_check_text
-
-        return render_check_text(report, max_prompts=max_prompts)
-    from ._aggregate_render import render_aggregate_text
-
-    return render_aggregate_text(report, max_prompts=max_prompts)
+    return _function(renderers(report).text)(report, max_prompts=max_prompts)
 
 
 def render_markdown(report: Report, *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> str:
     """The report in Markdown, for a GitHub issue."""
-    if isinstance(report, DiffReport):
-        return render_diff_markdown(report, max_prompts=max_prompts)
-    if report.kind == "check":
-        from ._check_render import render_check_markdown
-
-        return render_check_markdown(report, max_prompts=max_prompts)
-    from ._aggregate_render import render_aggregate_markdown
-
-    return render_aggregate_markdown(report, max_prompts=max_prompts)
+    return _function(renderers(report).markdown)(report, max_prompts=max_prompts)
 
 
 def render_html(report: Report, *, command: Sequence[str] | None = None) -> str:
     """The report as one self-contained HTML page; ``command``: what recorded it, when known."""
+    renderers(report)  # an unknown kind fails here as it does for the other formats
     from ._html import render_html as html
 
     return html(report, command=command)
@@ -90,8 +120,13 @@ def _write_encoded(head: dict[str, Any], key: str, items: Any, out: IO[bytes]) -
 
 
 def write_json(report: Report, out: IO[bytes]) -> None:
-    """Stream the versioned JSON report to a binary file, one prompt at a time."""
-    head = msgspec.to_builtins(report.document(with_prompts=False))
+    """Write the versioned JSON report to a binary file: a large kind's prompts one at a
+    time, a replay or bisect record (its own document) whole."""
+    how = renderers(report).json
+    if how == "whole":
+        out.write(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")
+        return
+    head = msgspec.to_builtins(msgspec.structs.replace(report, prompts=[]))
     head.pop("prompts")
     indented = getattr(report.prompts, "indented", None)  # a faster path to the same bytes
     if indented is not None:
@@ -114,7 +149,8 @@ def write_report_dir(
     max_prompts: int = DEFAULT_MAX_PROMPTS,
     command: Sequence[str] | None = None,
 ) -> Path:
-    """Write ``report.json``, ``report.txt``, ``report.md``, ``report.html`` and
+    """Write ``report.json``, ``report.txt``, ``report.md``, ``report.html`` and, for the
+    kinds that compare prompts run against run (diff, aggregate, check),
     ``diffs/first_divergence.json``.
 
     ``command`` goes into the HTML page's "how to reproduce" box; for a check directory
@@ -122,7 +158,8 @@ def write_report_dir(
     under a temporary name and renamed when complete.
     """
     directory = Path(out_dir)
-    (directory / "diffs").mkdir(parents=True, exist_ok=True)
+    divergences = renderers(report).first_divergences
+    (directory / "diffs" if divergences else directory).mkdir(parents=True, exist_ok=True)
     with atomic_file(directory / "report.json") as out:
         write_json(report, out)
     with atomic_file(directory / "report.txt") as out:
@@ -133,6 +170,8 @@ def write_report_dir(
         command = recorded_command(directory)
     with atomic_file(directory / "report.html") as out:
         out.write(render_html(report, command=command).encode())
+    if not divergences:
+        return directory
     head, entries = first_divergences(report)
     with atomic_file(directory / "diffs" / "first_divergence.json") as out:
         _write_document(head, "divergences", entries, out)

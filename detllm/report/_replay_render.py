@@ -187,3 +187,110 @@ def _markdown(d: ReplayDocument, max_prompts: int) -> Iterator[str]:
         if len(d.prompts) > max_prompts:
             yield ""
             yield f"... and {len(d.prompts) - max_prompts} more prompts (see the JSON report)."
+
+
+# -- HTML: the sections of a replay page (see detllm.report._html.SECTIONS) -------------------
+
+
+def _html_tok(token: int, text: str | None) -> str:
+    from ._html import esc
+
+    return f"<code>&lt;{token}&gt;</code>" if text is None else f"<code>&quot;{esc(text)}&quot;</code> ({token})"
+
+
+def html_verdict(d: ReplayDocument, page: Any) -> Iterator[str]:
+    from ._html import esc, state, tier_word
+
+    code = d.exit_code()
+    banner = "pass" if code == 0 else "fail"
+    yield f'<section id="verdict" class="banner {banner}" data-exit="{code}" data-baseline="{str(d.verdict.baseline).lower()}">'
+    yield f'<h1>detLLM replay: <span id="classification">{esc(_title(d))}</span></h1>'
+    yield '<ul class="answers">'
+    for name, answer in (("every recorded token rank 1", d.verdict.all_rank_1),):
+        yield f'<li class="{state(answer)}" data-answer="{esc(name)}">{esc(name)}: {esc(tier_word(answer))}</li>'
+    same = "the same setup (a baseline replay)" if d.verdict.baseline else "another setup"
+    yield f'<li class="na" data-answer="setup">replayed under {esc(same)}</li>'
+    yield "</ul>"
+    yield f'<p class="claim"><b>Exit status <span id="exit">{code}</span></b> (0: no recorded token would flip)</p>'
+    yield f'<p class="caveat" id="verdict-text">{esc(d.verdict.text)}</p>'
+    for note in d.notes:
+        yield f'<p class="note">Note: {esc(note)}</p>'
+    yield "</section>"
+
+
+def html_setup(d: ReplayDocument, page: Any) -> Iterator[str]:
+    from ._html import esc, table, value
+
+    def cells(side: ReplaySide) -> list[str]:
+        return [
+            f"<code>{esc(side.path)}</code>",
+            "" if side.digest is None else f"<code>{esc(side.digest)}</code>",
+            esc(f"{side.backend} / {side.model}"),
+            esc(f"{side.dtype} / {side.device}"),
+            str(side.batch_size),
+            esc(f"{side.logprobs}, top-{side.top_k}"),
+            str(side.rows),
+        ]
+
+    names = ["trace", "digest", "backend / model", "dtype / device", "batch size", "logprobs", "rows"]
+    yield '<h2 id="setup">Setup</h2>'
+    yield table(["", "original", "replay"], [[esc(n), a, b] for n, a, b in zip(names, cells(d.original), cells(d.replay))],
+                cls="sides")
+    yield f"<h3>Settings that differ ({len(d.setup)})</h3>"
+    if d.setup:
+        rows = [[f"<code>{esc(s.field)}</code>", value(_value(s.original), False), value(_value(s.replay), False)]
+                for s in d.setup]
+        yield table(["setting", "original", "replay"], rows, cls="setup")
+    else:
+        yield "<p>None: the replay ran under the original's own setup.</p>"
+
+
+def html_figures(d: ReplayDocument, page: Any) -> Iterator[str]:
+    from ._html import esc, table
+
+    yield f'<h2 id="figures">Over all {d.summary.positions} positions</h2>'
+    yield f"<p>{esc(_drift_label(d))}</p>"
+    yield table(["figure", "value"], [[esc(name), esc(value)] for name, value in _figures(d.summary)], cls="figures")
+
+
+def html_flips(d: ReplayDocument, page: Any) -> Iterator[str]:
+    from ._html import esc, table, thin
+
+    flips = list(_flips(d))
+    yield f'<h2 id="flips">Would flip ({len(flips)})</h2>'
+    if not flips:
+        yield "<p>Every recorded token is the replay's greedy choice.</p>"
+        return
+    yield "<p>The recorded token is not the replay's greedy choice; margin = replay top-1 minus recorded, under the replay.</p>"
+    rows = []
+    for prompt_id, f in flips[:MAX_FLIPS]:
+        rows.append([
+            f"<code>{esc(prompt_id)}</code>", str(f.index), _html_tok(f.token, f.token_text),
+            "?" if f.rank is None else str(f.rank), _html_tok(f.replay_top1, f.replay_top1_text), esc(f"{f.margin:.4g}"),
+            "" if f.logprob_original is None else esc(f"{f.logprob_original:.4g}"), esc(f"{f.logprob_replay:.4g}"),
+        ])
+    yield table(["prompt", "position", "recorded", "rank", "replay's choice", "margin", "logprob, original",
+                 "logprob, replay"], rows, cls="flips", numeric=(1, 3, 5, 6, 7))
+    if len(flips) > MAX_FLIPS:
+        yield thin(page, f"The first {MAX_FLIPS} of {len(flips)} would-flip positions are listed; all are in the JSON report.")
+
+
+def html_prompts(d: ReplayDocument, page: Any) -> Iterator[str]:
+    from ._html import MAX_TABLE_ROWS, esc, table, thin
+
+    if not d.prompts:
+        return
+    yield f'<h2 id="prompts">Per prompt ({len(d.prompts)})</h2>'
+    rows = []
+    for p in d.prompts[:MAX_TABLE_ROWS]:
+        s = p.statistics
+        rows.append([f"<code>{esc(p.prompt_id)}</code>", str(s.positions), esc(_g(s.max_abs_delta)),
+                     esc(_g(s.mean_abs_delta)), esc(_g(s.kl_mean)), f"{s.top1_agree}/{s.top1_compared}", str(s.would_flip)])
+    yield table(["prompt", "positions", "max |Δ|", "mean |Δ|", "KL mean", "top-1", "flips"], rows, cls="prompts",
+                numeric=(1, 2, 3, 4, 5, 6))
+    if len(d.prompts) > MAX_TABLE_ROWS:
+        yield thin(page, f"{len(d.prompts) - MAX_TABLE_ROWS} more prompts are in the JSON report.")
+
+
+def html_title(d: ReplayDocument) -> str:
+    return f"detLLM replay: {_title(d)}"

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from .._schema import null_last
-from ..diff.model import AggregateDocument, BisectDocument, CheckDocument, DiffDocument, ReplayDocument
+from ..diff.model import AggregateReport, BisectDocument, CheckReport, DiffReport, ReplayDocument
 from ._first_divergence import FirstDivergenceDocument
 
 
@@ -22,6 +22,25 @@ ADDED: frozenset[str] = frozenset({"concurrency", "concurrency_invariant", "conc
 ADDED_TO: dict[str, frozenset[str]] = {"CheckDocument": frozenset({"replay"})}
 """Later additions to one object only (by title), absent unless used: a check's ``replay``
 (``check --replay``); ``replay`` elsewhere is required."""
+
+
+NAMES: dict[str, str] = {"DiffReport": "DiffDocument", "AggregateReport": "AggregateDocument", "CheckReport": "CheckDocument"}
+"""The schema's name for a record that is its own JSON form (the name its document type had,
+so that the schema's definitions keep their names)."""
+
+
+def _renamed(node: Any) -> Any:
+    if isinstance(node, dict):
+        out = {NAMES.get(k, k): _renamed(v) for k, v in node.items()}
+        if isinstance(out.get("$ref"), str):
+            head, _, name = out["$ref"].rpartition("/")
+            out["$ref"] = f"{head}/{NAMES.get(name, name)}"
+        if isinstance(out.get("title"), str):
+            out["title"] = NAMES.get(out["title"], out["title"])
+        return out
+    if isinstance(node, (list, tuple)):
+        return type(node)(_renamed(v) for v in node)
+    return node
 
 
 def _tidy(node: Any) -> None:
@@ -48,8 +67,8 @@ def _plain(docstring: str) -> str:
 
 def report_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of every document kind of report format 1."""
-    documents = (DiffDocument, AggregateDocument, CheckDocument, FirstDivergenceDocument, BisectDocument, ReplayDocument)
-    refs, components = msgspec.json.schema_components(documents)
+    documents = (DiffReport, AggregateReport, CheckReport, FirstDivergenceDocument, BisectDocument, ReplayDocument)
+    refs, components = _renamed(msgspec.json.schema_components(documents))
     _tidy(components)
     null_last(components)
     return {

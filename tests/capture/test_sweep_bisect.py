@@ -122,6 +122,7 @@ def test_bisect_names_the_planted_cause_and_clears_the_others(planted: tuple[Pat
     assert f"dtype=bfloat16 alone reproduces {len(observed)} of {len(observed)} diverging prompts" in words
     assert "detllm bisect: [1/16] control" in captured.err
     assert (out / "report.md").read_text().startswith("### detLLM bisect: `dtype`")
+    assert '<h1>detLLM bisect: <code id="classification">dtype</code></h1>' in (out / "report.html").read_text()
 
 
 def test_bisect_keeps_to_its_budget(planted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

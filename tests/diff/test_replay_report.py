@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from detllm import write_trace
+from detllm import __version__, write_trace
 from detllm._escape import text as escape
 from detllm.cli import main
 from detllm.diff._replay import compare_replay_row, setup_differences, topk_divergence
@@ -110,12 +110,15 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     return code, out, err
 
 
-@pytest.mark.parametrize(("flag", "golden"), [(None, "report.txt"), ("--markdown", "report.md"), ("--json", "report.json")])
+@pytest.mark.parametrize(("flag", "golden"), [(None, "report.txt"), ("--markdown", "report.md"), ("--json", "report.json"),
+                                           ("--html", "report.html")])
 def test_recorded_replay_reports_match_their_goldens(capsys, monkeypatch, flag, golden) -> None:
     monkeypatch.chdir(ROOT)
     argv = ["diff", "fixtures/recorded/replay-bf16/original.jsonl", "fixtures/recorded/replay-bf16/replay.jsonl"]
     code, out, err = _run(capsys, *argv, *([flag] if flag else []))
     assert (code, err) == (1, "")
+    if golden == "report.html":  # the producer's version moves
+        out = out.replace(f"<footer>detllm {__version__} ", "<footer>detllm VERSION ")
     path = RECORDED / golden
     if UPDATE:
         path.write_text(out)
@@ -222,17 +225,25 @@ def test_a_replay_with_other_tokens_is_refused(tmp_path: Path, capsys) -> None:
     assert err == escape(f"detllm: {replay}:2: token_ids: prompt {HOSTILE!r} has other tokens than in the original") + "\n"
 
 
-def test_html_is_refused_for_a_replay(tmp_path: Path, capsys) -> None:
+def test_the_html_page_of_a_replay_keeps_trace_strings_as_text(tmp_path: Path, capsys) -> None:
+    from tests.html.test_html_report import ALLOWED, structure
+
     original, replay = _pair(tmp_path)
-    code, _, err = _run(capsys, "diff", str(original), str(replay), "--html")
-    assert (code, err) == (2, "detllm: --html: a replay comparison has no HTML page yet; use text, --markdown or --json\n")
+    code, page, err = _run(capsys, "diff", str(original), str(replay), "--html")
+    assert (code, err) == (1, "")
+    parsed = structure(page)
+    assert parsed.errors == [] and parsed.stack == [] and {tag for tag, _ in parsed.tags} <= ALLOWED
+    assert "\x1b" not in page and "\u202e" not in page and "<b>*x*" not in page
+    text = "".join(parsed.texts)
+    assert "\\x1b[31m<b>*x*</b>|`\\u202e" in text  # the prompt id and the token text, shown as text
+    assert 'data-exit="1"' in page and f"<pre id=\"command\">detllm diff {original} {replay}</pre>" in page
 
 
-def test_out_writes_the_three_reports(tmp_path: Path, capsys) -> None:
+def test_out_writes_the_four_reports(tmp_path: Path, capsys) -> None:
     original, replay = _pair(tmp_path)
     code, _, _ = _run(capsys, "diff", str(original), str(replay), "-q", "--out", str(tmp_path / "out"))
     assert code == 1
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.json", "report.md", "report.txt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "report.json", "report.md", "report.txt"]
     assert json.loads((tmp_path / "out" / "report.json").read_text())["kind"] == "replay"
 
 

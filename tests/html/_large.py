@@ -6,7 +6,6 @@ recorded check's, copied, so every part of the page has something to draw.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import msgspec
@@ -45,4 +44,4 @@ def large_check(prompts: int, runs: int) -> CheckReport:
         divergence_positions=[PositionCount(index=p.index, count=round(p.count * scale))
                               for p in base.summary.divergence_positions],
     )
-    return dataclasses.replace(base, runs=run_list, comparisons=comparisons, prompts=prompt_list, summary=summary)
+    return msgspec.structs.replace(base, runs=run_list, comparisons=comparisons, prompts=prompt_list, summary=summary)

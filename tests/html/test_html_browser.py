@@ -278,3 +278,73 @@ def test_a_sweep_page_shows_each_variant(browser: Browser, tmp_path: Path, capsy
         _shoot(tab, tmp_path, "sweep", capsys)
     finally:
         tab.close()
+
+
+REPLAY_READ_BACK = """JSON.stringify({
+  title: document.title,
+  exit: document.getElementById('exit').textContent,
+  banner: document.getElementById('verdict').className,
+  heading: document.getElementById('classification').textContent,
+  flips: [...document.querySelectorAll('table.flips tr')].slice(1).map(tr => [...tr.cells].map(td => td.textContent)),
+  prompts: [...document.querySelectorAll('table.prompts tr')].slice(1).map(tr => tr.cells[0].textContent),
+  setup: [...document.querySelectorAll('table.setup tr')].slice(1).map(tr => [...tr.cells].map(td => td.textContent)),
+  sides: [...document.querySelectorAll('table.sides tr')].slice(1).map(tr => [...tr.cells].map(td => td.textContent)),
+  command: document.getElementById('command').textContent,
+  active: document.querySelectorAll('script, img, iframe, object, embed, link').length,
+  width: document.documentElement.scrollWidth,
+})"""
+
+
+def test_a_replay_page_runs_nothing_and_reads_back_its_flips(
+    browser: Browser, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ._hostile import HOSTILE, hostile_replay
+
+    report = hostile_replay(tmp_path)
+    page = tmp_path / "replay.html"
+    page.write_text(render_html(report), encoding="utf-8")
+    tab = browser.load(page)
+    try:
+        _clean(tab)
+        assert tab.evaluate("typeof window.__pwned") == "undefined"
+        seen = json.loads(tab.evaluate(REPLAY_READ_BACK))
+        assert seen["active"] == 0 and seen["width"] <= 1280
+        assert (int(seen["exit"]), seen["banner"]) == (report.exit_code(), "banner fail") == (1, "banner fail")
+        assert seen["heading"] == "replay under another setup: 4 of 16 recorded tokens would flip"
+        # Each prompt id, token text and setting as text (controls and bidi as visible escapes), in the report's order.
+        assert [row[0] for row in seen["flips"]] == [shown(p.prompt_id) for p in report.prompts for _ in p.flips]
+        assert seen["prompts"] == [shown(pid) for pid in PROMPT_IDS] and seen["prompts"][0] == PROMPT_IDS[0]
+        first = report.prompts[0].flips[0]
+        assert seen["flips"][0][1:4] == [str(first.index), f'"{shown(HOSTILE[0])}" (10)', "2"]
+        assert seen["setup"] == [["dtype", "float32", "bfloat16</td><script>window.__pwned=8</script>"]]
+        assert dict((row[0], row[1:]) for row in seen["sides"])["dtype / device"] == [
+            f"float32 / {HOSTILE[0]}", f"bfloat16</td><script>window.__pwned=8</script> / {HOSTILE[0]}"]
+        assert seen["command"] == shown(f"detllm diff '{report.original.path}' '{report.replay.path}'")
+        _shoot(tab, tmp_path, "replay", capsys)
+    finally:
+        tab.close()
+
+
+def test_a_bisect_page_runs_nothing_and_reads_back_its_ranking(browser: Browser, tmp_path: Path) -> None:
+    from ._hostile import HOSTILE, hostile_bisect
+
+    report = hostile_bisect()
+    page = tmp_path / "bisect.html"
+    page.write_text(render_html(report), encoding="utf-8")
+    tab = browser.load(page)
+    try:
+        _clean(tab)
+        assert tab.evaluate("typeof window.__pwned") == "undefined"
+        seen = json.loads(tab.evaluate(
+            "JSON.stringify({exit: document.getElementById('exit').textContent,"
+            " heading: document.getElementById('classification').textContent,"
+            " runs: [...document.querySelectorAll('table.reruns tr')].slice(1).map(tr => [...tr.cells].map(td => td.textContent)),"
+            " setup: [...document.querySelectorAll('table.setup tr')].slice(1).map(tr => [...tr.cells].map(td => td.textContent)),"
+            " active: document.querySelectorAll('script, img, iframe, object, embed, link').length,"
+            " width: document.documentElement.scrollWidth})"))
+        assert seen["active"] == 0 and seen["width"] <= 1280
+        assert (seen["exit"], seen["heading"]) == ("1", HOSTILE[8])
+        assert [row[:2] for row in seen["runs"]] == [["control", "cleared"], [HOSTILE[8], "reproduces"], [shown(HOSTILE[5]), "cleared"]]
+        assert seen["setup"] == [[HOSTILE[3], shown(HOSTILE[6]), json.dumps({"k": HOSTILE[7]}, separators=(",", ":"))]]
+    finally:
+        tab.close()
