@@ -48,7 +48,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_flip_has_a_measured_margin_and_it_is_a_near_tie(replayed: Path) -> None:
     report = load_report(replayed / "report.json")
-    assert isinstance(report, CheckReport) and report.replay is not None
+    assert isinstance(report, CheckReport) and report.replayed is not None
     traces = {run.name: rows(replayed / run.trace.path) for run in report.runs}
     flips = {
         (d.comparison, p.prompt_id): d.result.divergence.index
@@ -83,7 +83,7 @@ def test_every_flip_has_a_measured_margin_and_it_is_a_near_tie(replayed: Path) -
 
 def test_replays_are_kept_and_judged_again_offline(replayed: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = load_report(replayed / "report.json")
-    assert isinstance(report, CheckReport) and report.replay is not None
+    assert isinstance(report, CheckReport) and report.replayed is not None
     index = json.loads((replayed / "replays" / "replays.json").read_text())
     assert index["format"] == "detllm.check_replays" and len(index["replays"]) == len(report.replay.replays)
     prompts = {p.prompt_id: i for i, p in enumerate(report.prompts)}
@@ -137,7 +137,7 @@ def test_nothing_diverges_nothing_is_replayed(tmp_path: Path) -> None:
     assert main(["check", "--model", "tiny-llama", *FAST, "--batch-size", "4", "--compositions", "none",
                  "--replay", "--out", str(out), "-q"]) == 0  # fmt: skip
     report = load_report(out / "report.json")
-    assert isinstance(report, CheckReport) and report.replay is not None
+    assert isinstance(report, CheckReport) and report.replayed is not None
     assert (report.replay.replays, report.replay.margins, report.replay.floors) == ([], [], [])
     assert report.replay.text == "No prompt's tokens diverge from run 0: nothing to replay."
     assert sorted(p.name for p in (out / "replays").iterdir()) == ["replays.json"]
@@ -145,7 +145,7 @@ def test_nothing_diverges_nothing_is_replayed(tmp_path: Path) -> None:
 
 def test_a_replayed_batch_the_engine_split_is_reported(replayed: Path, tmp_path: Path) -> None:
     report = load_report(replayed / "report.json")
-    assert isinstance(report, CheckReport) and report.replay is not None
+    assert isinstance(report, CheckReport) and report.replayed is not None
     assert all(spec.scheduled is None for spec in report.replay.replays)  # hf: one forward pass per batch
     assert "did not score every replayed batch" not in report.replay.text
     if not report.replay.replays:
@@ -171,7 +171,7 @@ def test_pack_keeps_the_replays_of_its_prompts_and_judges_them_again(
     replayed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], every: bool
 ) -> None:
     report = load_report(replayed / "report.json")
-    assert isinstance(report, CheckReport) and report.replay is not None
+    assert isinstance(report, CheckReport) and report.replayed is not None
     if not report.replay.margins:
         pytest.skip("batch size 8 flipped no token on this CPU")
     pack = tmp_path / "pack"

@@ -51,7 +51,7 @@ def test_check_backend_vllm_replay_end_to_end(tmp_path: Path) -> None:
     done = subprocess.run(command, cwd=ROOT, env=_environment(), capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode in (0, 1), done.stderr[-2000:]
     report = load_report(out / "report.json")
-    assert isinstance(report, CheckReport) and report.replay is not None and done.returncode == report.exit_code()
+    assert isinstance(report, CheckReport) and report.replayed is not None and done.returncode == report.exit_code()
     diverged = [d for p in report.prompts for d in p.divergences
                 if d.result.divergence is not None and d.result.divergence.right.token is not None]
     if not diverged:  # what this CPU does: nothing to replay, and the report says so
@@ -82,7 +82,7 @@ def replayed_both(tmp_path_factory: pytest.TempPathFactory) -> tuple[CheckReport
     main(["check", "--model", "tiny-flip", *FAST, "--mode", "strict", "--batch-size", "1,8", "--compositions", "none",
           "--replay", "--out", str(hf_dir), "-q"])  # fmt: skip
     hf = load_report(hf_dir / "report.json")
-    assert isinstance(hf, CheckReport) and hf.replay is not None
+    assert isinstance(hf, CheckReport) and hf.replayed is not None
     shutil.copytree(hf_dir, vllm_dir)
     shutil.rmtree(vllm_dir / "replays")
     prompt_ids = list(rows(vllm_dir / hf.runs[0].trace.path))
@@ -98,7 +98,7 @@ def replayed_both(tmp_path_factory: pytest.TempPathFactory) -> tuple[CheckReport
 
 def test_vllm_margins_agree_with_the_hf_replay_of_the_same_traces(replayed_both) -> None:  # type: ignore[no-untyped-def]
     hf, vllm, directory, seconds = replayed_both
-    assert hf.replay is not None and vllm.replay is not None
+    assert hf.replayed is not None and vllm.replayed is not None
     if not hf.replay.margins:
         pytest.skip("batch size 8 flipped no token of tiny-flip on this CPU (hf)")
     hf_margins = {(m.comparison, m.prompt_id): m for m in hf.replay.margins}
@@ -128,7 +128,7 @@ def test_vllm_margins_agree_with_the_hf_replay_of_the_same_traces(replayed_both)
 
 def test_vllm_records_how_it_scheduled_each_replayed_batch(replayed_both) -> None:  # type: ignore[no-untyped-def]
     hf, vllm, directory, _ = replayed_both
-    assert hf.replay is not None and vllm.replay is not None
+    assert hf.replayed is not None and vllm.replayed is not None
     if not vllm.replay.replays:
         pytest.skip("nothing was replayed")
     assert all(r.scheduled is None for r in hf.replay.replays)  # hf: one forward pass per batch
