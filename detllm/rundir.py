@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, TypeVar
 
 import msgspec
 import orjson
@@ -409,6 +409,56 @@ def _checked(where: str, entries: Iterable[PromptEntry]) -> Iterator[Prompt]:
         raise RunDirectoryError(where, 1, f"prompts[{wrong}]", "needs exactly one of prompt and input_ids")
 
 
+def check_format(where: str, document: dict[str, Any], name: str, what: str) -> None:
+    """Refuse a directory file whose ``format`` is not ``name`` or whose ``version`` is not
+    ``MAJOR.MINOR`` with the major version this reader knows; ``what``: the file, for the message."""
+    if document.get("format") != name:
+        raise RunDirectoryError(where, 1, "format", f"expected {name!r}, got {document.get('format')!r}: not a detLLM {what}")
+    version = document.get("version")
+    major = version.split(".", 1)[0] if isinstance(version, str) and "." in version else None
+    if major is None or not major.isdigit():
+        raise RunDirectoryError(where, 1, "version", f"expected 'MAJOR.MINOR', got {version!r}")
+    if int(major) != SUPPORTED_MAJOR:
+        raise RunDirectoryError(
+            where, 1, "version",
+            f"major version {major} is not supported (this detLLM reads {SUPPORTED_MAJOR}.x run directories)",
+        )  # fmt: skip
+
+
+Record = TypeVar("Record")
+
+
+def read_document(path: Path, name: str, record: type[Record]) -> Record | None:
+    """A versioned JSON file of a check directory (``sweep.json``, ``replays/replays.json``)
+    as ``record``, after :func:`check_format`; None when there is no such file.
+
+    Content that does not follow the format raises :class:`~detllm.errors.RunDirectoryError`
+    naming the file, the line and the field, as :func:`read_run_config` does."""
+    where = str(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunDirectoryError(where, data.count(b"\n", 0, exc.start) + 1, "-", "not valid UTF-8") from None
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise RunDirectoryError(where, exc.lineno, "-", f"not valid JSON ({exc.msg})") from None
+    if not isinstance(document, dict):
+        raise RunDirectoryError(where, 1, "-", f"not a detLLM {path.name} (a JSON object is required)")
+    check_format(where, document, name, path.name)
+    try:
+        return msgspec.convert(document, record)
+    except msgspec.ValidationError as exc:
+        field, problem = explain_validation(str(exc))
+        raise RunDirectoryError(where, 1, field, problem) from None
+
+
 def read_run_config(
     directory: str | os.PathLike[str], settings: type[RunSettings] = RunSettings, *, stream_prompts: bool = False
 ) -> RunConfigFile:
@@ -433,19 +483,7 @@ def read_run_config(
         document = {key: orjson.loads(memoryview(raw)) for key, raw in members.items()}
     except orjson.JSONDecodeError:
         _refuse(where, data)
-    if document.get("format") != RUN_CONFIG_FORMAT:
-        raise RunDirectoryError(
-            where, 1, "format", f"expected {RUN_CONFIG_FORMAT!r}, got {document.get('format')!r}: not a detLLM run_config.json"
-        )
-    version = document.get("version")
-    major = version.split(".", 1)[0] if isinstance(version, str) and "." in version else None
-    if major is None or not major.isdigit():
-        raise RunDirectoryError(where, 1, "version", f"expected 'MAJOR.MINOR', got {version!r}")
-    if int(major) != SUPPORTED_MAJOR:
-        raise RunDirectoryError(
-            where, 1, "version",
-            f"major version {major} is not supported (this detLLM reads {SUPPORTED_MAJOR}.x run directories)",
-        )  # fmt: skip
+    check_format(where, document, RUN_CONFIG_FORMAT, RUN_CONFIG_FILE)
     try:
         parsed = msgspec.convert(document, RunConfigDocument)
         config = msgspec.convert(document["config"], settings)

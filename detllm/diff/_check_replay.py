@@ -28,8 +28,9 @@ import orjson
 
 from ._options import DiffOptions
 from .._numbers import count, num
-from ..errors import InputError, TraceFormatError
+from ..errors import InputError
 from ..reader import open_trace
+from ..rundir import read_document
 from ..trace import Row
 
 if TYPE_CHECKING:
@@ -146,7 +147,8 @@ class ReplayIndex(_Struct):
     """``replays/replays.json``."""
 
     format: Literal["detllm.check_replays"]
-    version: Literal["1.0"]
+    version: str
+    """``MAJOR.MINOR``; a reader takes every 1.x (a newer minor adds members it ignores)."""
     replays: list[CheckReplayTrace]
 
 
@@ -195,15 +197,8 @@ def write_index(directory: Path, replays: Sequence[CheckReplayTrace]) -> None:
 
 def read_index(directory: Path) -> list[CheckReplayTrace] | None:
     """The check's replay traces, or None when the check was not replayed."""
-    path = directory / REPLAY_INDEX
-    if not path.is_file():
-        return None
-    try:
-        return msgspec.json.decode(path.read_bytes(), type=ReplayIndex).replays
-    except msgspec.ValidationError as exc:
-        raise TraceFormatError(str(path), 1, "replays", str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise TraceFormatError(str(path), 1, "-", f"not valid JSON ({exc})") from None
+    index = read_document(directory / REPLAY_INDEX, INDEX_FORMAT, ReplayIndex)
+    return None if index is None else index.replays
 
 
 def _rows(path: Path) -> dict[str, Row]:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import msgspec
-
 from ._engine import diff_traces
 from ._model import CLASSIFICATIONS, TIER1_FAILURES
 from ._options import DiffOptions
 from .._numbers import count
-from ..errors import InputError, TraceFormatError
+from ..rundir import read_document
 from ._sweep_model import (
     SWEEP_FILE,
+    SWEEP_FORMAT,
     PrefixCounters,
     PrefixProbe,
     SweepComparison,
@@ -28,20 +27,9 @@ from ._sweep_model import (
 
 
 def read_sweep(directory: str | os.PathLike[str]) -> SweepRecord | None:
-    """A check directory's ``sweep.json``; None when the check swept nothing."""
-    path = Path(directory) / SWEEP_FILE
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror or exc}") from None
-    try:
-        return msgspec.json.decode(data, type=SweepRecord)
-    except msgspec.ValidationError as exc:
-        raise TraceFormatError(str(path), 1, "-", str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise TraceFormatError(str(path), 1, "-", f"not valid JSON ({exc})") from None
+    """A check directory's ``sweep.json``; None when the check swept nothing. A file that
+    does not follow its format (``formats/run-directory.md``) is one located error."""
+    return read_document(Path(directory) / SWEEP_FILE, SWEEP_FORMAT, SweepRecord)
 
 
 def compare_with(baseline: Path, path: Path, options: DiffOptions, name: str, role: str) -> SweepComparison:

@@ -35,7 +35,7 @@ from ._check_model import (
     CheckSummary,
     CheckVerdict,
 )
-from ._check_replay import CheckReplay, CheckReplayTrace, ReplayFloor, ReplayMargin, ReplaySetupMargin
+from ._check_replay import CheckReplay, CheckReplayTrace, ReplayFloor, ReplayIndex, ReplayMargin, ReplaySetupMargin
 from ._concurrency import ConcurrencyAnswer, ConcurrencyPrompt, LevelRate, Minority
 from ._model import (
     CATEGORIES,
@@ -158,6 +158,7 @@ __all__ = [
     "PromptResult",
     "ReplayDocument",
     "ReplayFloor",
+    "ReplayIndex",
     "ReplayMargin",
     "ReplayPrompt",
     "ReplaySetupDifference",

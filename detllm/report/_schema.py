@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from .._schema import null_last
-from ..diff.model import AggregateReport, BisectDocument, CheckReport, DiffReport, ReplayDocument
+from ..diff.model import AggregateReport, BisectDocument, CheckReport, DiffReport, ReplayDocument, ReplayIndex, SweepRecord
 from ._first_divergence import FirstDivergenceDocument
 
 
@@ -81,6 +81,34 @@ def report_schema() -> dict[str, Any]:
             "a bisect of the settings that make two runs diverge (kind 'bisect'), or a trace against a "
             "teacher-forced replay of it (kind 'replay'). "
             "formats/report-v1.md is the normative text. Readers ignore fields they do not know."
+        ),
+        "oneOf": list(refs),
+        "$defs": components,
+    }
+
+
+def check_files_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a check directory's ``sweep.json`` and
+    ``replays/replays.json`` (``formats/check-files.schema.json``)."""
+    refs, components = msgspec.json.schema_components((SweepRecord, ReplayIndex))
+    stack: list[Any] = [components]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("description"), str):
+                node["description"] = _plain(node["description"])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    null_last(components)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "detLLM check directory files, format version 1",
+        "description": (
+            "sweep.json (format 'detllm.sweep': what each variant of --sweep ran) and replays/replays.json "
+            "(format 'detllm.check_replays': the replay traces of --replay) of a check directory. "
+            "formats/run-directory.md is the normative text. Readers take every 1.x version and ignore "
+            "fields they do not know."
         ),
         "oneOf": list(refs),
         "$defs": components,

@@ -242,3 +242,24 @@ def test_pack_refuses_a_replay_that_names_another_source_or_lies_outside_replays
     assert main(["pack", str(check), "--out", str(tmp_path / "pack"), "--all"]) == 2
     assert capsys.readouterr().err == f"detllm: {message}\n"
     assert not (tmp_path / "pack").exists() and not (tmp_path / "outside.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [("2.0", "version: major version 2 is not supported (this detLLM reads 1.x run directories)"), ("1.9", None)],
+)
+def test_the_replay_index_is_version_checked(
+    replayed: Path, version: str, message: str | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "check"
+    shutil.copytree(replayed, copy)
+    (copy / "report.json").unlink()  # judged again from its files, the replay index included
+    index = copy / "replays" / "replays.json"
+    index.write_text(index.read_text().replace('"version": "1.0"', f'"version": "{version}"', 1))
+    code = main(["report", str(copy), "--json"])
+    captured = capsys.readouterr()
+    if message is None:  # a newer minor version is read
+        assert code == load_report(replayed / "report.json").exit_code()
+        assert json.loads(captured.out)["replay"] == json.loads((replayed / "report.json").read_text())["replay"]
+    else:
+        assert code == 2 and captured.err == f"detllm: {index}:1: {message}\n"
