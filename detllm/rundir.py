@@ -409,6 +409,20 @@ def _checked(where: str, entries: Iterable[PromptEntry]) -> Iterator[Prompt]:
         raise RunDirectoryError(where, 1, f"prompts[{wrong}]", "needs exactly one of prompt and input_ids")
 
 
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``<path>.partial``, then rename: a directory's file that exists is whole."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def write_document(path: Path, value: object) -> None:
+    """A directory's JSON file (``run_config.json``, ``determinism_applied.json``,
+    ``sweep.json`` ...): indented, ending in a newline, written whole or not at all. Every
+    writer of these files, capture and pack alike, goes through here."""
+    write_file(path, msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n")
+
+
 def check_format(where: str, document: dict[str, Any], name: str, what: str) -> None:
     """Refuse a directory file whose ``format`` is not ``name`` or whose ``version`` is not
     ``MAJOR.MINOR`` with the major version this reader knows; ``what``: the file, for the message."""

@@ -19,8 +19,8 @@ import msgspec
 from ..errors import CaptureError, DetllmError
 from ..diff.model import PrefixCounters
 from .prompts import load_prompt_file
-from ..rundir import DETERMINISM_FILE
-from .runner import CaptureSession, RunConfig, _write, _write_json
+from ..rundir import DETERMINISM_FILE, write_document, write_file
+from .runner import CaptureSession, RunConfig
 
 
 def probe(scratch: Path, cold: Path, warm: Path) -> PrefixCounters:
@@ -28,7 +28,7 @@ def probe(scratch: Path, cold: Path, warm: Path) -> PrefixCounters:
     prompts = load_prompt_file(scratch / "prompts.jsonl")
     counts: list[dict[str, int | None]] = []
     with CaptureSession.of(config) as session:
-        _write_json(scratch / DETERMINISM_FILE, session.determinism.to_dict())
+        write_document(scratch / DETERMINISM_FILE, session.determinism.to_dict())
         cached = getattr(session.backend, "cached_tokens", None)
         if cached is None:
             raise CaptureError(f"the {config.backend} backend reports no prefix-cache counters")
@@ -47,7 +47,7 @@ def probe(scratch: Path, cold: Path, warm: Path) -> PrefixCounters:
             counts.append(dict(cached))
         block_size = session.backend.describe().settings.get("block_size")
     counters = PrefixCounters(cold=counts[0], warm=counts[1], block_size=block_size if isinstance(block_size, int) else None)
-    _write(scratch / "prefix_cache.json", msgspec.json.encode(counters))
+    write_file(scratch / "prefix_cache.json", msgspec.json.encode(counters))
     return counters
 
 

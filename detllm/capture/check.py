@@ -29,6 +29,8 @@ from ..report import write_report_dir
 from ..diff.model import CheckPrompt, CheckReport, CheckSettings
 from ..diff.inputs import read_determinism
 from ..rundir import (
+    write_document,
+    write_file,
     DETERMINISM_FILE,
     ENV_FILE,
     ISOLATED_DIR,
@@ -51,8 +53,6 @@ from .runner import (
     CaptureSession,
     RunConfig,
     _check_prompts,
-    _write,
-    _write_json,
     make_batches,
 )
 
@@ -243,7 +243,7 @@ def _check_in(
         document["check"] = msgspec.to_builtins(plan)
         if sweep is not None:
             document["sweep"] = {"mode": sweep[1], "variants": [v.name for v in sweep[0]]}
-        _write_json(directory / RUN_CONFIG_FILE, document)
+        write_document(directory / RUN_CONFIG_FILE, document)
         # Isolated repeats first: no model of this process's holds memory while they run.
         for run in isolated:
             report(run.name, "starting a process of its own")
@@ -255,8 +255,8 @@ def _check_in(
             session = CaptureSession.of(config, backend_config)
             with session:
                 determinism, environment = session.determinism, session.environment
-                _write(directory / ENV_FILE, session.environment.to_json())
-                _write_json(directory / DETERMINISM_FILE, session.determinism.to_dict())
+                write_file(directory / ENV_FILE, session.environment.to_json())
+                write_document(directory / DETERMINISM_FILE, session.determinism.to_dict())
                 for run in in_process:
 
                     def on_batch(finished: int, batches: int, name: str = run.name) -> None:
@@ -334,7 +334,7 @@ def _run_isolated(directory: Path, config: RunConfig, prompts: list[Prompt], run
     scratch.mkdir(exist_ok=True)
     prompt_file = scratch / "prompts.jsonl"
     if not prompt_file.exists():
-        _write(prompt_file, prompt_lines(prompts))
+        write_file(prompt_file, prompt_lines(prompts))
     run_dir = scratch / run.name
     command = [
         sys.executable, "-m", "detllm", "run", *config.arguments(),

@@ -31,6 +31,8 @@ from ..errors import CaptureError, UsageError
 from ..report import write_report_dir
 from ..diff.inputs import read_determinism
 from ..rundir import (
+    write_document,
+    write_file,
     DETERMINISM_FILE,
     ENV_FILE,
     RUN_CONFIG_FILE,
@@ -50,8 +52,6 @@ from .runner import (
     RunConfig,
     RunResult,
     _check_prompts,
-    _write,
-    _write_json,
 )
 
 PREFIX_CACHE_FILE = "prefix_cache.json"
@@ -221,9 +221,9 @@ def _server_run(config: RunConfig, prompts: list[Prompt], concurrency: int, dire
         else:
             target = directory
             target.mkdir(parents=True, exist_ok=True)
-            _write_json(target / RUN_CONFIG_FILE, _document(config, prompts, argv))
-            _write(target / ENV_FILE, session.environment.to_json())
-            _write_json(target / DETERMINISM_FILE, session.determinism.to_dict())
+            write_document(target / RUN_CONFIG_FILE, _document(config, prompts, argv))
+            write_file(target / ENV_FILE, session.environment.to_json())
+            write_document(target / DETERMINISM_FILE, session.determinism.to_dict())
         try:
             capture_level(session, prompts, config.decoding(), level=concurrency, paths=[target / TRACE_FILE],
                           top_logprobs=config.top_logprobs, logprobs=config.logprobs, labels=[{}])
@@ -305,12 +305,12 @@ def _server_check(config: RunConfig, prompts: list[Prompt], asked: ServerCheck, 
         (directory / TRACES_DIR).mkdir(exist_ok=True)
         document = _document(config, prompts, argv)
         document["check"] = msgspec.to_builtins(plan)
-        _write_json(directory / RUN_CONFIG_FILE, document)
+        write_document(directory / RUN_CONFIG_FILE, document)
         tell("loading", f"asking {config.model} at the server")
         session = _session(config)
         with session:
-            _write(directory / ENV_FILE, session.environment.to_json())
-            _write_json(directory / DETERMINISM_FILE, session.determinism.to_dict())
+            write_file(directory / ENV_FILE, session.environment.to_json())
+            write_document(directory / DETERMINISM_FILE, session.determinism.to_dict())
             probe_note = None
             if asked.prefix_cache_probe:
                 # First, while the prompts are not yet in the server's cache.
@@ -383,7 +383,7 @@ def _prefix_cache_probe(session: CaptureSession, config: RunConfig, prompts: lis
         verdict = "changed" if changed else "invariant"
         text = (f"Prefix-cache probe: {len(hit)} of {n} warm requests hit the cache; {len(changed)} of {n} prompts "
                 f"changed between cold and warm" + (f" ({', '.join(sorted({classes[p] for p in changed}))})." if changed else "."))
-    _write_json(directory / PREFIX_CACHE_FILE, {
+    write_document(directory / PREFIX_CACHE_FILE, {
         "format": "detllm.prefix_cache", "version": "1.0", "verdict": verdict, "text": text,
         "cold": f"{TRACES_DIR}/cache-cold.jsonl", "warm": f"{TRACES_DIR}/cache-warm.jsonl",
         "prompts": [{"id": p.id, "cached_tokens_cold": cached.get(p.id, {}).get("cold"),

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from ..rundir import write_document, write_file
 from .._claim import DirectoryClaim
 from ..diff.inputs import locate_trace
 from ..errors import CaptureError, UsageError
@@ -34,8 +35,6 @@ from .runner import (
     TRACE_FILE,
     CaptureSession,
     RunConfig,
-    _write,
-    _write_json,
 )
 
 TRACE_SUFFIXES = (".jsonl", ".jsonl.gz")
@@ -133,9 +132,9 @@ def replay(
         if not hasattr(session.backend, "score"):
             raise CaptureError(f"the {config.backend} backend cannot replay (it has no forced scoring)")
         if not to_file:
-            _write_json(target / RUN_CONFIG_FILE, _config_document(_redacted(config), src, _redacted_argv(config, argv)))
-            _write(target / ENV_FILE, session.environment.to_json())
-            _write_json(target / DETERMINISM_FILE, session.determinism.to_dict())
+            write_document(target / RUN_CONFIG_FILE, _config_document(_redacted(config), src, _redacted_argv(config, argv)))
+            write_file(target / ENV_FILE, session.environment.to_json())
+            write_document(target / DETERMINISM_FILE, session.determinism.to_dict())
         session.controls.reseed()
         header = _header(session, src, config)
         rows = tokens = 0

@@ -26,6 +26,8 @@ from ..errors import UsageError
 from ..trace import Batch, Decoding, Header, Logprobs, Placement, Row, Software, row_problems
 from ..writer import TraceWriter, canonical_row
 from ..rundir import (
+    write_document,
+    write_file,
     DETERMINISM_FILE,
     ENV_FILE,
     RUN_CONFIG_FILE,
@@ -291,15 +293,6 @@ def as_prompts(prompts: Sequence[str | Prompt] | None) -> list[Prompt]:
     return prompts_from_texts(texts) if texts else list(prompts)  # type: ignore[arg-type]
 
 
-def _write_json(path: Path, value: object) -> None:
-    _write(path, msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n")
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write ``<path>.partial``, then rename: a file that exists is whole."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
 
 
 def run(
@@ -319,9 +312,9 @@ def run(
     session = CaptureSession.of(config)
     with claim, session:
         if directory is not None:
-            _write_json(directory / RUN_CONFIG_FILE, run_config_document(config, prompts, argv))
-            _write(directory / ENV_FILE, session.environment.to_json())
-            _write_json(directory / DETERMINISM_FILE, session.determinism.to_dict())
+            write_document(directory / RUN_CONFIG_FILE, run_config_document(config, prompts, argv))
+            write_file(directory / ENV_FILE, session.environment.to_json())
+            write_document(directory / DETERMINISM_FILE, session.determinism.to_dict())
         captured = session.capture(
             prompts,
             config.decoding(),

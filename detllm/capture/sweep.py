@@ -30,14 +30,14 @@ import msgspec
 
 from ..errors import CaptureError, DetllmError, UsageError
 from ..reader import open_trace
-from ..rundir import ISOLATED_DIR, TRACES_DIR, PlannedRun
+from ..rundir import ISOLATED_DIR, TRACES_DIR, PlannedRun, write_document, write_file
 from ..diff.inputs import SWEEP_FILE
 from ..diff.model import SWEEP_MODES, PrefixCounters, SweepRecord, SweepTrace, SweepVariantRecord
 from ..trace import Header
 from ._sweep_settings import PREFIX_CACHE, SETTINGS, Setting, parse_sweep  # SETTINGS: for --sweep's help
 from .backend import Prompt
 from .prompts import prompt_lines
-from .runner import CaptureSession, RunConfig, _write, _write_json
+from .runner import CaptureSession, RunConfig
 
 Progress = Callable[[int, int, str, str], None]
 
@@ -157,9 +157,9 @@ def run_sweep(
             progress(index, len(variants), variant.slug, variant.name)
         records.append(_run_variant(directory, base_header, variant, list(prompts), run_isolated))
         record = SweepRecord(mode=mode, baseline=baseline, variants=records)  # type: ignore[arg-type]
-        _write_json(directory / SWEEP_FILE, record)  # after each variant: an interrupted sweep keeps what ran
+        write_document(directory / SWEEP_FILE, record)  # after each variant: an interrupted sweep keeps what ran
     record = SweepRecord(mode=mode, baseline=baseline, variants=records)  # type: ignore[arg-type]
-    _write_json(directory / SWEEP_FILE, record)
+    write_document(directory / SWEEP_FILE, record)
     return record
 
 
@@ -232,8 +232,8 @@ def _probe_prefix_cache(
     config = msgspec.structs.replace(variant.config, options=options, batch_size=batch_size, composition="in-order")
     scratch = directory / ISOLATED_DIR / variant.slug
     scratch.mkdir(parents=True, exist_ok=True)
-    _write(scratch / "prompts.jsonl", prompt_lines(prompts))
-    _write(scratch / "config.json", msgspec.json.encode(config))
+    write_file(scratch / "prompts.jsonl", prompt_lines(prompts))
+    write_file(scratch / "config.json", msgspec.json.encode(config))
     traces = [
         SweepTrace(name=f"{variant.slug}-{role}", path=f"{TRACES_DIR}/{variant.slug}-{role}.jsonl", role=role)  # type: ignore[arg-type]
         for role in ("cold", "warm")

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import orjson
 
 from .._escape import code, code_block, markdown
 from .._claim import DirectoryClaim
@@ -51,6 +50,8 @@ from ..rundir import (
     prompt_lines,
     prompt_record,
     read_run_config,
+    write_document,
+    write_file,
 )
 from ..writer import PARTIAL_SUFFIX, TraceWriter
 from ._load import load_check_statuses
@@ -170,8 +171,8 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
             msgspec.to_builtins(msgspec.structs.replace(r, path=r.path.removesuffix(PARTIAL_SUFFIX))) for r in runs
         ])
         packed["pack"]["incomplete"] = incomplete[0]
-    _write(directory / RUN_CONFIG_FILE, orjson.dumps(packed, option=orjson.OPT_INDENT_2) + b"\n")
-    _write(directory / PROMPT_FILE, prompt_lines(kept_prompts))
+    write_document(directory / RUN_CONFIG_FILE, packed)
+    write_file(directory / PROMPT_FILE, prompt_lines(kept_prompts))
     options = source_options.replace(tier=tier)
     packed_report = rebuild_check_report(directory, options)
     command = [
@@ -192,7 +193,7 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
     readme = _check_readme(base, packed_report, plan, keep, total, tier, command, config.command, replayed)
     if incomplete:
         readme = readme.replace("\n## What was found\n", f"\n{incomplete[0]}\n\n## What was found\n", 1)
-    _write(directory / README, readme.encode())
+    write_file(directory / README, readme.encode())
     return PackResult(directory=directory, prompts=keep, total=total, report=packed_report, command=command,
                       incomplete=incomplete[0] if incomplete else None)
 
@@ -238,7 +239,7 @@ def _pack_run(base: Path, out: Path, config: RunConfigFile, all_prompts: bool) -
     _filter_trace(trace, directory / TRACE_FILE, set(ids))
     for name in (ENV_FILE, DETERMINISM_FILE, RUN_CONFIG_FILE):
         shutil.copyfile(base / name, directory / name)
-    _write(directory / PROMPT_FILE, prompt_lines(config.prompts))
+    write_file(directory / PROMPT_FILE, prompt_lines(config.prompts))
     settings = config.settings
     command = [
         "detllm", "run", *settings.arguments(), "--batch-size", str(settings.batch_size),
@@ -255,7 +256,7 @@ def _pack_run(base: Path, out: Path, config: RunConfigFile, all_prompts: bool) -
         "`detllm diff` exits 0 when the two traces agree, 1 when they do not; its report shows the first "
         "divergent token of each prompt and what it is consistent with.\n"
     )
-    _write(directory / README, text.encode())
+    write_file(directory / README, text.encode())
     return PackResult(directory=directory, prompts=ids, total=len(ids), report=None, command=command)
 
 
@@ -372,12 +373,6 @@ def _filter_trace(
                 )
         assert writer.footer is not None
         return reader.footer, writer.footer
-
-
-def _write(path: Path, data: bytes) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
 
 
 def _check_readme(

@@ -146,3 +146,16 @@ def test_past_the_id_table_limit_a_pack_is_the_same_and_a_duplicate_is_found(
     trace.write_bytes(b"\n".join([lines[0], *body, footer.encode()]) + b"\n")
     assert main(["pack", str(source), "--out", str(tmp_path / "dup"), "--all", "-q"]) == 2
     assert capsys.readouterr().err.strip().endswith(f"{trace}:302: prompt_id: duplicate prompt id 'p199'")
+
+
+def test_a_pack_writes_its_run_config_as_capture_does(tmp_path: Path) -> None:
+    # One writer for run_config.json: the pack's bytes are the run-directory writer's, and
+    # the recorded check's (written by capture) are too.
+    from detllm.rundir import write_document
+
+    make_pack(CHECK, tmp_path / "pack", tier=1)
+    for path in (CHECK / "run_config.json", tmp_path / "pack" / "run_config.json"):
+        again = tmp_path / "again.json"
+        write_document(again, json.loads(path.read_bytes()))
+        assert again.read_bytes() == path.read_bytes(), path
+    assert not list((tmp_path / "pack").rglob("*.partial"))
