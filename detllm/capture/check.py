@@ -46,13 +46,12 @@ from .backend import Prompt
 from .determinism import DeterminismReport
 from .check_replay import refuse_replay, replay_divergences
 from .env import EnvSnapshot
-from .prompts import prompt_lines
+from .prompts import PromptList, checked_prompts, prompt_lines
 from .registry import BackendConfig
 from .sweep import Variant, plan_sweep, run_sweep
 from .runner import (
     CaptureSession,
     RunConfig,
-    _check_prompts,
     make_batches,
 )
 
@@ -187,8 +186,7 @@ def check(
     ``replay``: replay both sides of every divergence under both setups (``replays/``),
     so the report measures the margin at each (hf or vllm backend, in one process).
     """
-    prompts = list(prompts)
-    _check_prompts(prompts)
+    prompts = checked_prompts(prompts)  # once: every capture below takes the checked list as it is
     if runs < 1:
         raise UsageError(f"runs must be at least 1, got {runs}")
     sizes = parse_batch_sizes(batch_sizes)
@@ -216,7 +214,7 @@ def check(
 def _check_in(
     where: Path | DirectoryClaim,
     config: RunConfig,
-    prompts: list[Prompt],
+    prompts: PromptList,
     plan: CheckPlan,
     backend_config: BackendConfig,
     options: DiffOptions,
@@ -226,7 +224,8 @@ def _check_in(
     sweep: tuple[list[Variant], str] | None = None,
     replay: bool = False,
 ) -> CheckResult:
-    total = sum(len(make_batches(len(prompts), run.batch_size, run.composition)) for run in plan.traces)
+    batches = {run.name: len(make_batches(len(prompts), run.batch_size, run.composition)) for run in plan.traces}
+    total = sum(batches.values())
     done = 0
 
     def report(run: str, detail: str) -> None:
@@ -248,7 +247,7 @@ def _check_in(
         for run in isolated:
             report(run.name, "starting a process of its own")
             _run_isolated(directory, config, prompts, run)
-            done += len(make_batches(len(prompts), run.batch_size, run.composition))
+            done += batches[run.name]
         determinism = environment = None
         if in_process:
             report("loading", f"loading {config.model}")
@@ -328,7 +327,7 @@ def _package_root() -> str:
     return str(Path(__file__).resolve().parent.parent.parent)
 
 
-def _run_isolated(directory: Path, config: RunConfig, prompts: list[Prompt], run: PlannedRun) -> None:
+def _run_isolated(directory: Path, config: RunConfig, prompts: Sequence[Prompt], run: PlannedRun) -> None:
     """One repeat as ``detllm run`` in a fresh Python process; its trace goes to ``run.path``."""
     scratch = directory / ISOLATED_DIR
     scratch.mkdir(exist_ok=True)

@@ -47,11 +47,11 @@ from ..trace import Batch, Decoding, Row
 from ..writer import TraceWriter, canonical_row
 from .backend import Prompt
 from .openai import REDACTED, OpenAIBackend, run_pool
+from .prompts import PromptList, checked_prompts
 from .runner import (
     CaptureSession,
     RunConfig,
     RunResult,
-    _check_prompts,
 )
 
 PREFIX_CACHE_FILE = "prefix_cache.json"
@@ -195,8 +195,7 @@ def _retry_warnings(session: CaptureSession) -> list[str]:
 def server_run(config: RunConfig, prompts: Sequence[Prompt], *, concurrency: int = 1,
                out: str | os.PathLike[str] | None = None, argv: Sequence[str] | None = None) -> RunResult:
     """``detllm run --backend openai``: every prompt once, ``concurrency`` requests in flight."""
-    prompts = list(prompts)
-    _check_prompts(prompts)
+    prompts = checked_prompts(prompts)
     parse_levels([concurrency])
     if out is None:
         return _server_run(config, prompts, concurrency, None, argv)
@@ -210,7 +209,7 @@ def server_run(config: RunConfig, prompts: Sequence[Prompt], *, concurrency: int
             raise
 
 
-def _server_run(config: RunConfig, prompts: list[Prompt], concurrency: int, directory: Path | None,
+def _server_run(config: RunConfig, prompts: PromptList, concurrency: int, directory: Path | None,
                 argv: Sequence[str] | None) -> RunResult:
     session = _session(config)
     with session:
@@ -263,8 +262,7 @@ def server_check(
     """``detllm check --backend openai``: the check directory and its report (a CheckResult)."""
     from .check import CheckResult
 
-    prompts = list(prompts)
-    _check_prompts(prompts)
+    prompts = checked_prompts(prompts)
     if asked.runs < 1:
         raise UsageError(f"runs must be at least 1, got {asked.runs}")
     if asked.replay and config.options.get("chat"):
@@ -283,7 +281,7 @@ def server_check(
                              created=claim.created, keep=True, argv=argv, progress=progress)
 
 
-def _server_check(config: RunConfig, prompts: list[Prompt], asked: ServerCheck, plan: CheckPlan, planned: list[Any],
+def _server_check(config: RunConfig, prompts: PromptList, asked: ServerCheck, plan: CheckPlan, planned: list[Any],
                   levels: list[int], directory: Path, *, created: bool, keep: bool, argv: Sequence[str] | None,
                   progress: Progress | None) -> Any:
     from .check import CheckResult
@@ -354,7 +352,7 @@ def _server_check(config: RunConfig, prompts: list[Prompt], asked: ServerCheck, 
     return result
 
 
-def _prefix_cache_probe(session: CaptureSession, config: RunConfig, prompts: list[Prompt], directory: Path,
+def _prefix_cache_probe(session: CaptureSession, config: RunConfig, prompts: PromptList, directory: Path,
                         on_row: Callable[[], None]) -> str:
     """Each prompt cold, then warm, one request at a time; compared, and written to prefix_cache.json."""
     cold_path, warm_path = directory / TRACES_DIR / "cache-cold.jsonl", directory / TRACES_DIR / "cache-warm.jsonl"

@@ -13,14 +13,14 @@ A prompt file is read as JSON Lines when its name ends in ``.jsonl`` or
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import msgspec
 
 from .._io import open_regular
 from .._json_errors import DECODE_ERRORS, REPEATED_MEMBER, duplicate_member, explain
-from ..errors import InputError, PromptFileError
+from ..errors import InputError, PromptFileError, UsageError
 from ..rundir import prompt_lines as prompt_lines  # writing a prompt file: the directory format's
 from .backend import Prompt
 
@@ -41,13 +41,40 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 FIELDS = ("id", "prompt", "input_ids")
 
 
+class PromptList(list[Prompt]):
+    """Prompts checked once: at least one, each id non-empty and unique, each with exactly
+    one of text and token ids. A run or a check passes this list from where the prompts were
+    read to every capture, which takes it as it is instead of checking it again
+    (:func:`checked_prompts`). It is a list, equal to the plain list of the same prompts;
+    nothing changes it once made."""
+
+
+def checked_prompts(prompts: Sequence[Prompt]) -> PromptList:
+    """``prompts`` checked, as a :class:`PromptList` (a list already checked passes as it is)."""
+    if isinstance(prompts, PromptList):
+        return prompts
+    if not prompts:
+        raise UsageError("no prompts to run")
+    seen: set[str] = set()
+    for prompt in prompts:
+        if not prompt.id:
+            raise UsageError("a prompt id must not be empty")
+        if prompt.id in seen:
+            raise UsageError(f"duplicate prompt id {prompt.id!r}")
+        if (prompt.text is None) == (prompt.token_ids is None):
+            raise UsageError(f"prompt {prompt.id!r} needs exactly one of text and token ids")
+        seen.add(prompt.id)
+    return PromptList(prompts)
+
+
 def prompts_from_texts(texts: Iterable[str]) -> list[Prompt]:
     """Texts -> prompts with ids ``p1``, ``p2``, ..."""
     return [Prompt(id=f"p{n}", text=text) for n, text in enumerate(texts, 1)]
 
 
-def load_prompt_file(path: str | os.PathLike[str]) -> list[Prompt]:
-    """Read a prompt file; a bad line raises :class:`~detllm.errors.PromptFileError`."""
+def load_prompt_file(path: str | os.PathLike[str]) -> PromptList:
+    """Read a prompt file; a bad line raises :class:`~detllm.errors.PromptFileError`.
+    The prompts come back checked (:func:`checked_prompts`), for every capture after."""
     name = os.fspath(path)
     try:
         with open_regular(name, "prompt") as file:
@@ -61,7 +88,7 @@ def load_prompt_file(path: str | os.PathLike[str]) -> list[Prompt]:
         prompts = _text(name, lines)
     if not prompts:
         raise PromptFileError(name, 0, "-", "no prompts in this file")
-    return prompts
+    return checked_prompts(prompts)
 
 
 def _text(name: str, lines: list[bytes]) -> list[Prompt]:

@@ -39,7 +39,7 @@ from ..rundir import (
 from .backend import Backend
 from .determinism import DeterminismControls, DeterminismReport
 from .env import EnvSnapshot, capture_environment
-from .prompts import DEFAULT_PROMPTS, prompts_from_texts
+from .prompts import DEFAULT_PROMPTS, PromptList, checked_prompts, prompts_from_texts
 from .registry import STARTUP_LOGPROBS, BackendConfig, load_backend
 
 COMPOSITIONS = ("in-order", "reversed", "shuffled:SEED")
@@ -173,9 +173,10 @@ class CaptureSession:
 
         Rows are written to ``path`` (if given) as soon as every earlier prompt's row
         is ready; a failure leaves ``<path>.partial``. ``on_batch(done, batches)`` is
-        called after each batch, for progress reports.
+        called after each batch, for progress reports. A :class:`PromptList` is taken as
+        checked; other prompts are checked first.
         """
-        _check_prompts(prompts)
+        prompts = checked_prompts(prompts)
         if batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {batch_size}")
         if logprobs not in ("raw", "processed"):
@@ -267,30 +268,17 @@ def _in_prompt_order(items: Iterator[tuple[int, Row]]) -> Iterator[Row]:
             next_index += 1
 
 
-def _check_prompts(prompts: Sequence[Prompt]) -> None:
-    if not prompts:
-        raise UsageError("no prompts to run")
-    seen: set[str] = set()
-    for prompt in prompts:
-        if not prompt.id:
-            raise UsageError("a prompt id must not be empty")
-        if prompt.id in seen:
-            raise UsageError(f"duplicate prompt id {prompt.id!r}")
-        if (prompt.text is None) == (prompt.token_ids is None):
-            raise UsageError(f"prompt {prompt.id!r} needs exactly one of text and token ids")
-        seen.add(prompt.id)
-
-
-def as_prompts(prompts: Sequence[str | Prompt] | None) -> list[Prompt]:
-    """Texts get ids ``p1``, ``p2``, ...; None means the built-in prompt set."""
+def as_prompts(prompts: Sequence[str | Prompt] | None) -> PromptList:
+    """Texts get ids ``p1``, ``p2``, ...; None means the built-in prompt set. Checked once
+    here (:func:`~detllm.capture.prompts.checked_prompts`), for every capture after."""
     if prompts is None:
-        return prompts_from_texts(DEFAULT_PROMPTS)
+        return checked_prompts(prompts_from_texts(DEFAULT_PROMPTS))
     if isinstance(prompts, str):
         raise UsageError("prompts must be a list of strings or Prompt objects, not one string")
     texts = [p for p in prompts if isinstance(p, str)]
     if texts and len(texts) != len(prompts):
         raise UsageError("prompts must be all strings or all Prompt objects")
-    return prompts_from_texts(texts) if texts else list(prompts)  # type: ignore[arg-type]
+    return checked_prompts(prompts_from_texts(texts) if texts else prompts)  # type: ignore[arg-type]
 
 
 
@@ -304,8 +292,7 @@ def run(
 ) -> RunResult:
     """One capture. With ``out``, writes the run directory: ``env.json``,
     ``run_config.json``, ``determinism_applied.json`` and ``trace.jsonl``."""
-    prompts = list(prompts)
-    _check_prompts(prompts)
+    prompts = checked_prompts(prompts)
     make_batches(len(prompts), max(config.batch_size, 1), config.composition)  # reject a bad composition early
     claim: AbstractContextManager[object] = DirectoryClaim(out) if out is not None else nullcontext()
     directory = Path(out) if out is not None else None

@@ -145,7 +145,7 @@ def run_sweep(
     variants: Sequence[Variant],
     prompts: Sequence[Prompt],
     mode: str,
-    run_isolated: Callable[[Path, RunConfig, list[Prompt], PlannedRun], None],
+    run_isolated: Callable[[Path, RunConfig, Sequence[Prompt], PlannedRun], None],
     progress: Progress | None = None,
 ) -> SweepRecord:
     """Run every variant after the baseline trace ``baseline`` (relative to ``directory``)
@@ -155,7 +155,7 @@ def run_sweep(
     for index, variant in enumerate(variants):
         if progress is not None:
             progress(index, len(variants), variant.slug, variant.name)
-        records.append(_run_variant(directory, base_header, variant, list(prompts), run_isolated))
+        records.append(_run_variant(directory, base_header, variant, prompts, run_isolated))
         record = SweepRecord(mode=mode, baseline=baseline, variants=records)  # type: ignore[arg-type]
         write_document(directory / SWEEP_FILE, record)  # after each variant: an interrupted sweep keeps what ran
     record = SweepRecord(mode=mode, baseline=baseline, variants=records)  # type: ignore[arg-type]
@@ -167,8 +167,8 @@ def _run_variant(
     directory: Path,
     base_header: Header,
     variant: Variant,
-    prompts: list[Prompt],
-    run_isolated: Callable[[Path, RunConfig, list[Prompt], PlannedRun], None],
+    prompts: Sequence[Prompt],
+    run_isolated: Callable[[Path, RunConfig, Sequence[Prompt], PlannedRun], None],
 ) -> SweepVariantRecord:
     common: dict[str, Any] = {
         "name": variant.name,
@@ -209,7 +209,7 @@ def _run_variant(
     )
 
 
-def _run_here(directory: Path, config: RunConfig, prompts: list[Prompt], run: PlannedRun) -> None:
+def _run_here(directory: Path, config: RunConfig, prompts: Sequence[Prompt], run: PlannedRun) -> None:
     """A variant that needs no new engine, in this process, with its own session."""
     with CaptureSession.of(config) as session:
         session.capture(
@@ -225,7 +225,7 @@ def _run_here(directory: Path, config: RunConfig, prompts: list[Prompt], run: Pl
 
 
 def _probe_prefix_cache(
-    directory: Path, variant: Variant, prompts: list[Prompt], batch_size: int
+    directory: Path, variant: Variant, prompts: Sequence[Prompt], batch_size: int
 ) -> tuple[list[SweepTrace], PrefixCounters]:
     """Cold then warm on one fresh engine, in a process of its own (``_prefix_probe``)."""
     options = {**variant.config.options, "reset_prefix_cache": False}

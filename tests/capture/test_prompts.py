@@ -95,3 +95,36 @@ def test_default_prompts_need_padding():
     assert len(DEFAULT_PROMPTS) == 8
     assert len({len(p) for p in DEFAULT_PROMPTS}) > 4
     assert any(not p.isascii() for p in DEFAULT_PROMPTS)
+
+
+def test_a_check_validates_its_prompts_once(tmp_path, monkeypatch):
+    # The prompt list is checked where it is read and passed, checked, to every capture of
+    # the check (repeats, batch sizes, compositions): one validation, not one per capture.
+    pytest.importorskip("torch")
+    import detllm.capture.prompts as prompts_module
+
+    made = []
+
+    class Counted(prompts_module.PromptList):
+        def __init__(self, *args):
+            made.append(1)
+            super().__init__(*args)
+
+    monkeypatch.setattr(prompts_module, "PromptList", Counted)
+    path = tmp_path / "prompts.txt"
+    path.write_text("hello\nworld\nagain\n")
+    code = main(["check", "--model", "tiny-llama", "--device", "cpu", "--max-new-tokens", "3", "--prompt-file", str(path),
+                 "--runs", "2", "--batch-size", "1,2", "--out", str(tmp_path / "c"), "-q"])
+    assert code in (0, 1)
+    assert len(made) == 1
+
+
+def test_a_checked_list_is_still_a_list_and_a_plain_one_is_checked():
+    from detllm.capture.prompts import PromptList, checked_prompts
+    from detllm.errors import UsageError
+
+    checked = checked_prompts([Prompt(id="a", text="x"), Prompt(id="b", text="y")])
+    assert isinstance(checked, PromptList) and checked == [Prompt(id="a", text="x"), Prompt(id="b", text="y")]
+    assert checked_prompts(checked) is checked
+    with pytest.raises(UsageError, match="^duplicate prompt id 'a'$"):
+        checked_prompts([Prompt(id="a", text="x"), Prompt(id="a", text="y")])
