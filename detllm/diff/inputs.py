@@ -15,6 +15,7 @@ from ._check_replay import REPLAY_INDEX, REPLAYS_DIR, plan_replays, read_index, 
 from ._locate import locate_trace
 from ._rows import prompt_id_of
 from ._seen import OneSideIds, SeenIds
+from ._sweep import build_sweep_report, read_sweep
 from ._sweep_model import SWEEP_FILE
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ __all__ = [
     "NotAReplay",
     "OneSideIds",
     "SeenIds",
+    "build_sweep_report",
     "expand_paths",
     "locate_trace",
     "plan_replays",
@@ -37,6 +39,7 @@ __all__ = [
     "read_determinism",
     "read_index",
     "read_plan",
+    "read_sweep",
     "recorded_runs",
     "write_index",
 ]

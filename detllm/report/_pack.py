@@ -8,6 +8,7 @@ the same prompts and how to compare. Nothing here imports torch.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -23,6 +24,9 @@ from .._escape import code, code_block, markdown
 from .._claim import DirectoryClaim
 from ..diff import DiffOptions, diff_traces, rebuild_check_report
 from ..diff.inputs import (
+    SWEEP_FILE,
+    build_sweep_report,
+    read_sweep,
     REPLAYS_DIR,
     REPLAY_INDEX,
     OneSideIds,
@@ -34,7 +38,7 @@ from ..diff.inputs import (
 )
 from ..diff.model import TIER1_FAILURES, CheckReport
 from ..diff.options import CHECK_FIELDS, comparison_arguments
-from ..errors import InputError, TraceFormatError, UsageError
+from ..errors import InputError, RunDirectoryError, TraceFormatError, UsageError
 from ..reader import open_trace
 from ..trace import Footer, Header
 from ..rundir import (
@@ -136,6 +140,15 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
         keep = [pid for pid, found in statuses if _diverges(found, tier)]
     else:
         keep = _diverging_in_traces(base, plan, source_options, tier)
+    sweep = None if all_prompts else build_sweep_report(base, source_options.replace(tier=1))
+    if sweep is not None:  # a prompt whose tokens only a swept setting changes is a finding too
+        listed_keep = set(keep)
+        for variant in sweep.variants:
+            for comparison in variant.comparisons:
+                for pid in comparison.divergent:
+                    if pid not in listed_keep:
+                        keep.append(pid)
+                        listed_keep.add(pid)
     if not keep:
         what = "tokens" if tier == 1 else "tokens or logprobs"
         raise NothingToPack(
@@ -155,6 +168,7 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
         # A trace that did not finish is packed whole: its complete rows, with a footer.
         footers[run.name] = _filter_trace(base / run.path, directory / run.path.removesuffix(PARTIAL_SUFFIX), wanted)
     replayed = _pack_replays(base, directory, wanted, footers)
+    swept = _pack_sweep(base, directory, wanted)
     for name in (ENV_FILE, DETERMINISM_FILE):
         shutil.copyfile(base / name, directory / name)
     for isolated in sorted((base / ISOLATED_DIR).glob(f"*/{DETERMINISM_FILE}")):
@@ -179,7 +193,7 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
         "detllm", "check", *config.settings.arguments(),
         "--runs", str(plan.runs), "--batch-size", ",".join(map(str, plan.batch_sizes)),
         "--compositions", ",".join(plan.compositions) if plan.compositions else "",
-        *(["--isolate"] if plan.isolate else []), *(["--replay"] if replayed else []),
+        *(["--isolate"] if plan.isolate else []), *(["--replay"] if replayed else []), *swept,
         *comparison_arguments(options, CHECK_FIELDS, keep=("tier",)),
         "--prompt-file", PROMPT_FILE, "--out", "again",
     ]  # fmt: skip
@@ -190,7 +204,7 @@ def _make_pack(base: Path, out: Path, all_prompts: bool, tier: int | None, allow
         at = command.index("--batch-size")
         command[at : at + 2] = ["--concurrency", ",".join(map(str, plan.concurrency))]
     write_report_dir(packed_report, directory, command=command)
-    readme = _check_readme(base, packed_report, plan, keep, total, tier, command, config.command, replayed)
+    readme = _check_readme(base, packed_report, plan, keep, total, tier, command, config.command, replayed, bool(swept))
     if incomplete:
         readme = readme.replace("\n## What was found\n", f"\n{incomplete[0]}\n\n## What was found\n", 1)
     write_file(directory / README, readme.encode())
@@ -326,6 +340,40 @@ def _pack_replays(base: Path, directory: Path, wanted: set[str], footers: dict[s
     return True
 
 
+def _pack_sweep(base: Path, directory: Path, wanted: set[str]) -> list[str]:
+    """Copy the check's engine-setting sweep (``detllm check --sweep``): ``sweep.json``, and
+    each variant's traces cut to the ``wanted`` prompts (a trace that is a run of the check
+    is packed already). Returns the ``--sweep`` arguments that run the sweep again; none when
+    the check swept nothing."""
+    record = read_sweep(base)
+    if record is None:
+        return []
+    where = base / SWEEP_FILE
+    for variant in record.variants:
+        for trace in variant.traces:
+            path = Path(trace.path)
+            if path.is_absolute() or path.parent != Path(TRACES_DIR) or path.name.startswith("."):
+                raise RunDirectoryError(str(where), 1, "variants.traces.path", f"{trace.path!r} is not a file in {TRACES_DIR}/")
+            if not (directory / path).exists():
+                _filter_trace(base / path, directory / path, wanted)
+    variants = []
+    for variant in record.variants:
+        probe = variant.prefix_cache
+        if probe is not None:
+            probe = msgspec.structs.replace(probe, cold={k: v for k, v in probe.cold.items() if k in wanted},
+                                            warm={k: v for k, v in probe.warm.items() if k in wanted})
+        variants.append(msgspec.structs.replace(variant, prefix_cache=probe))
+    write_document(directory / SWEEP_FILE, msgspec.structs.replace(record, variants=variants))
+    values: dict[str, list[str]] = {}
+    for variant in record.variants:
+        for key, value in variant.settings.items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            if text not in values.setdefault(key, []):
+                values[key].append(text)
+    arguments = [word for key, listed in values.items() for word in ("--sweep", f"{key}={','.join(listed)}")]
+    return [*arguments, *(["--sweep-mode", record.mode] if record.mode != "one-at-a-time" else [])]
+
+
 def _filter_trace(
     source: Path, target: Path, wanted: set[str], *, every: bool = True, header: Callable[[Header], Header] | None = None
 ) -> tuple[Footer | None, Footer]:
@@ -377,7 +425,7 @@ def _filter_trace(
 
 def _check_readme(
     base: Path, report: CheckReport, plan: Any, keep: list[str], total: int, tier: int, command: list[str],
-    original: list[str] | None, replayed: bool = False,
+    original: list[str] | None, replayed: bool = False, swept: bool = False,
 ) -> str:
     comparisons = []
     for c in report.comparisons:
@@ -398,6 +446,8 @@ def _check_readme(
         f"- `{TRACES_DIR}/`: each run's trace, with these prompts' rows only",
         *([f"- `{REPLAYS_DIR}/`: the check's replays (`--replay`), with these prompts' rows only; each names "
            "its packed run's trace as its source"] if replayed else []),
+        *([f"- `{SWEEP_FILE}`: the check's engine-setting sweep (`--sweep`); each variant's traces are in "
+           f"`{TRACES_DIR}/`, with these prompts' rows only"] if swept else []),
         "- `report.txt`, `report.md`, `report.json`, `report.html`, `diffs/first_divergence.json`: the check's "
         "report on them (open `report.html` in a browser)",
         "",
