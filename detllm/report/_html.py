@@ -608,6 +608,16 @@ def default_command(report: Any) -> list[list[str]]:
     return []
 
 
+EXIT_WORDS = {
+    "diff": "0: the same; 1: they differ",
+    "aggregate": "0: the same; 1: they differ",
+    "check": "0: the same; 1: they differ",
+    "replay": "0: no recorded token would flip under the replay; 1: some would",
+    "bisect": "0: the two runs agree; 1: they diverge, the ranking says why; 2: no rerun could be done",
+}
+"""What the exit status of each kind's command says, for the reproduce box."""
+
+
 def _reproduce(report: Any, page: Page) -> Iterator[str]:
     commands = [list(page.command)] if page.command else default_command(report)
     if report.kind == "check":
@@ -618,7 +628,7 @@ def _reproduce(report: Any, page: Page) -> Iterator[str]:
     if not commands:
         yield "<p>The command that made this report is not recorded with it.</p>"
     else:
-        yield "<p>Run again (exit status 0: the same; 1: they differ):</p>"
+        yield f"<p>Run again (exit status {EXIT_WORDS.get(report.kind, EXIT_WORDS['diff'])}):</p>"
         yield '<pre id="command">' + "\n".join(esc(shlex.join(c)) for c in commands) + "</pre>"
     yield "</div>"
 
