@@ -409,6 +409,25 @@ def _checked(where: str, entries: Iterable[PromptEntry]) -> Iterator[Prompt]:
         raise RunDirectoryError(where, 1, f"prompts[{wrong}]", "needs exactly one of prompt and input_ids")
 
 
+DETERMINISM_FORMAT = "detllm.determinism"
+
+
+class DeterminismRecord(msgspec.Struct, kw_only=True, frozen=True):
+    """``determinism_applied.json``: the determinism controls a run's process applied."""
+
+    format: Literal["detllm.determinism"] = DETERMINISM_FORMAT
+    version: str = "1.0"
+    mode: Literal["strict", "best-effort", "off"]
+    seed: int | None = None
+    """Null when ``mode`` is ``off``."""
+    complete: bool
+    """Every control the run needed was applied."""
+    applied: dict[str, Any] = {}
+    """Control name -> the value applied."""
+    unavailable: dict[str, str] = {}
+    """Control name -> why it was not applied (``not needed: ...``: the run did not need it)."""
+
+
 def write_file(path: Path, data: bytes) -> None:
     """Write ``<path>.partial``, then rename: a directory's file that exists is whole."""
     partial = path.with_name(path.name + ".partial")

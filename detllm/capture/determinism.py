@@ -20,17 +20,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from ..errors import DeterminismUnavailableError, UsageError
+from ..rundir import DeterminismRecord
 from ..trace import Determinism
 
 MODES = ("strict", "best-effort", "off")
 CUBLAS_WORKSPACE_CONFIG = ":4096:8"
 """cuBLAS needs a fixed workspace to be deterministic; ``:16:8`` is the other valid value."""
 _CUBLAS_VALID = (":4096:8", ":16:8")
-
-REPORT_FORMAT = "detllm.determinism"
-REPORT_VERSION = "1.0"
-
 
 @dataclass(frozen=True)
 class DeterminismReport:
@@ -51,16 +50,10 @@ class DeterminismReport:
         return Determinism(mode=self.mode, applied=dict(self.applied), unavailable=dict(self.unavailable))
 
     def to_dict(self) -> dict[str, Any]:
-        """The content of ``determinism_applied.json``."""
-        return {
-            "format": REPORT_FORMAT,
-            "version": REPORT_VERSION,
-            "mode": self.mode,
-            "seed": self.seed,
-            "complete": self.complete,
-            "applied": self.applied,
-            "unavailable": self.unavailable,
-        }
+        """The content of ``determinism_applied.json`` (:class:`~detllm.rundir.DeterminismRecord`)."""
+        record = DeterminismRecord(mode=self.mode, seed=self.seed, complete=self.complete,  # type: ignore[arg-type]
+                                   applied=self.applied, unavailable=self.unavailable)
+        return msgspec.to_builtins(record)  # type: ignore[no-any-return]
 
     def missing(self) -> dict[str, str]:
         """The unavailable controls the run needed (empty when complete)."""

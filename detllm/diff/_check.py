@@ -15,15 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import orjson
 
 from ._engine import diff_traces
 from ._model import CLASSIFICATIONS, TIER1_FAILURES, PositionCount
 from ._options import DiffOptions
 from .._numbers import count
-from ..errors import InputError, TraceFormatError, UsageError
+from ..errors import InputError, UsageError
 from ..reader import open_trace
-from ..rundir import DETERMINISM_FILE, ISOLATED_DIR, CheckPlan, PlannedRun, read_run_config
+from ..rundir import (
+    DETERMINISM_FILE,
+    DETERMINISM_FORMAT,
+    ISOLATED_DIR,
+    CheckPlan,
+    DeterminismRecord,
+    PlannedRun,
+    read_document,
+    read_run_config,
+)
 from ..writer import PARTIAL_SUFFIX
 from ._aggregate import aggregate_traces
 from ._concurrency_check import with_concurrency
@@ -49,36 +57,24 @@ def read_plan(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], CheckP
     return config.document, config.check
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return orjson.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror or exc}") from None
-    except orjson.JSONDecodeError as exc:
-        raise TraceFormatError(str(path), exc.lineno, "-", f"not valid JSON ({exc.msg})") from None
-
-
 def read_determinism(directory: str | os.PathLike[str]) -> CheckDeterminism:
     """The check's determinism record: ``determinism_applied.json``, with the controls
-    missing in any isolated repeat's own process (``isolated/*/``) added."""
+    missing in any isolated repeat's own process (``isolated/*/``) added. A file that does
+    not follow its format (``formats/run-directory.md``) is one located error."""
     base = Path(directory)
     files = [base / DETERMINISM_FILE, *sorted(base.glob(f"{ISOLATED_DIR}/*/{DETERMINISM_FILE}"))]
     modes = set()
     complete = True
     missing: dict[str, str] = {}
     for path in files:
-        data = _read_json(path)
-        try:
-            modes.add(str(data["mode"]))
-            complete = complete and bool(data["complete"])
-            unavailable = dict(data["unavailable"])
-        except (KeyError, TypeError, ValueError):
-            raise InputError(f"{path}: not a detLLM determinism record") from None
-        for name, reason in unavailable.items():
-            if not str(reason).startswith("not needed: "):
-                missing.setdefault(name, str(reason))
+        record = read_document(path, DETERMINISM_FORMAT, DeterminismRecord)
+        if record is None:
+            raise InputError(f"{path}: no such file")
+        modes.add(record.mode)
+        complete = complete and record.complete
+        for name, reason in record.unavailable.items():
+            if not reason.startswith("not needed: "):
+                missing.setdefault(name, reason)
     mode = modes.pop() if len(modes) == 1 else "best-effort"
     return CheckDeterminism(mode=mode, complete=complete and not missing, missing=missing)  # type: ignore[arg-type]
 

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from .._schema import null_last
+from ..rundir import DeterminismRecord
 from ..diff.model import AggregateReport, BisectDocument, CheckReport, DiffReport, ReplayDocument, ReplayIndex, SweepRecord
 from ._first_divergence import FirstDivergenceDocument
 
@@ -88,9 +89,9 @@ def report_schema() -> dict[str, Any]:
 
 
 def check_files_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of a check directory's ``sweep.json`` and
-    ``replays/replays.json`` (``formats/check-files.schema.json``)."""
-    refs, components = msgspec.json.schema_components((SweepRecord, ReplayIndex))
+    """The JSON Schema (draft 2020-12) of a run or check directory's ``determinism_applied.json``,
+    ``sweep.json`` and ``replays/replays.json`` (``formats/check-files.schema.json``)."""
+    refs, components = msgspec.json.schema_components((DeterminismRecord, SweepRecord, ReplayIndex))
     stack: list[Any] = [components]
     while stack:
         node = stack.pop()
@@ -103,10 +104,11 @@ def check_files_schema() -> dict[str, Any]:
     null_last(components)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "detLLM check directory files, format version 1",
+        "title": "detLLM run and check directory files, format version 1",
         "description": (
+            "determinism_applied.json (format 'detllm.determinism': the controls a run's process applied), "
             "sweep.json (format 'detllm.sweep': what each variant of --sweep ran) and replays/replays.json "
-            "(format 'detllm.check_replays': the replay traces of --replay) of a check directory. "
+            "(format 'detllm.check_replays': the replay traces of --replay) of a run or check directory. "
             "formats/run-directory.md is the normative text. Readers take every 1.x version and ignore "
             "fields they do not know."
         ),

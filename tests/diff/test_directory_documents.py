@@ -59,6 +59,27 @@ def test_a_damaged_sweep_record_is_one_located_line(
     assert len(lines) == 1 and lines[0].startswith(f"detllm: {path}:{message}"), lines
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(format="detllm.sweep"),
+         "1: format: expected 'detllm.determinism', got 'detllm.sweep': not a detLLM determinism_applied.json"),
+        (lambda d: d.update(version="3.1"), "1: version: major version 3 is not supported"),
+        (lambda d: d.update(mode="sometimes"), "1: mode: invalid enum value 'sometimes'"),
+        (lambda d: d.pop("complete"), "1: complete: missing required field"),
+        (b"{\n", "2: -: not valid JSON ("),
+    ],
+)
+def test_a_damaged_determinism_record_is_one_located_line(
+    swept: Path, edit: object, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = swept / "determinism_applied.json"
+    _damage(path, edit)
+    assert main(["report", str(swept)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"detllm: {path}:{message}"), lines
+
+
 def test_a_newer_minor_sweep_record_is_read(swept: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _damage(swept / "sweep.json", lambda d: d.update(version="1.7", added_later={"x": 1}))
     code = main(["report", str(swept), "--json"])
