@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
 
-from .._version import __version__
 from ._model import Attribution, Category, PositionCount, Producer, PromptResult, Token, TraceInfo
-from ._options import DiffOptions
-from ._report import REPORT_FORMAT, REPORT_VERSION, ReportOptions, TieredVerdict, Version, convert_document, prompts_as_list
+from ._report import ReportOptions, ReportRecord, TieredVerdict, Version
 
 
 class _Struct(msgspec.Struct, frozen=True, kw_only=True):
@@ -120,7 +117,7 @@ class AggregateVerdict(_Struct):
     text: str
 
 
-class AggregateReport(msgspec.Struct, TieredVerdict, frozen=True, kw_only=True):
+class AggregateReport(msgspec.Struct, ReportRecord, TieredVerdict, frozen=True, kw_only=True):
     """The JSON form of an aggregate report (``kind: "aggregate"``)."""
 
     # An aggregate report is one record: what the N-way engine returns (many traces of the
@@ -128,6 +125,8 @@ class AggregateReport(msgspec.Struct, TieredVerdict, frozen=True, kw_only=True):
     # what ``report.json`` holds, its fields in the document's order. The engine's
     # ``prompts`` is a compact read-only sequence (most prompts are alike); a loaded
     # report's is a list. Either encodes as the list (:func:`prompts_as_list`).
+
+    KIND = "aggregate"
 
     format: Literal["detllm.report"]
     version: Version
@@ -140,24 +139,4 @@ class AggregateReport(msgspec.Struct, TieredVerdict, frozen=True, kw_only=True):
     summary: AggregateSummary
     notes: list[str]
     prompts: Sequence[PromptAggregate]
-
-    @classmethod
-    def of(cls, options: DiffOptions, **parts: Any) -> AggregateReport:
-        """An aggregate report of this detLLM, made with ``options``; ``parts``: the other fields."""
-        parts.setdefault("producer", Producer(name="detllm", version=__version__))
-        return cls(format=REPORT_FORMAT, version=REPORT_VERSION, kind="aggregate", options=ReportOptions.of(options),
-                   **parts)  # type: ignore[arg-type]
-
-    def at_tier(self, tier: int) -> AggregateReport:
-        """The same report, judged at ``tier``."""
-        return msgspec.structs.replace(self, options=msgspec.structs.replace(self.options, tier=tier))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The versioned JSON report as plain Python objects (see ``formats/report-v1.md``)."""
-        return msgspec.to_builtins(self, enc_hook=prompts_as_list)  # type: ignore[no-any-return]
-
-    @classmethod
-    def from_dict(cls, data: Any, *, path: str | os.PathLike[str] = "<report>") -> AggregateReport:
-        """Rebuild a report from :meth:`to_dict`'s output (or a saved ``report.json``)."""
-        return convert_document(data, cls, "aggregate", os.fspath(path))  # type: ignore[no-any-return]
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Literal
 
 import msgspec
 
-from .._version import __version__
 from ._model import PositionCount, Producer, PromptResult, Setup, TraceInfo
 from ._options import DiffOptions
-from ._report import REPORT_FORMAT, REPORT_VERSION, ReportOptions, Version, convert_document
+from ._report import ReportOptions, ReportRecord, Version
 from ..errors import ExitCode, UsageError
 from ._aggregate_model import Split
 from ._sweep_model import SweepReport, sweep_answer
@@ -158,12 +156,14 @@ class CheckVerdict(_Struct, omit_defaults=True):
     concurrency_invariant_logprobs: bool | None = None
 
 
-class CheckReport(msgspec.Struct, frozen=True, kw_only=True):
+class CheckReport(msgspec.Struct, ReportRecord, frozen=True, kw_only=True):
     """The JSON form of a check report (``kind: "check"``)."""
 
     # A check report is one record: what the engine returns, the renderers read and
     # ``report.json`` holds (repeated runs and a batch sweep of one setup, compared with
     # run 0). Its fields are the document's, in the document's order.
+
+    KIND = "check"
 
     format: Literal["detllm.report"]
     version: Version
@@ -191,18 +191,12 @@ class CheckReport(msgspec.Struct, frozen=True, kw_only=True):
         (``replay=None`` for a check not replayed)."""
         if parts.get("replay", msgspec.UNSET) is None:
             parts["replay"] = msgspec.UNSET
-        parts.setdefault("producer", Producer(name="detllm", version=__version__))
-        return cls(format=REPORT_FORMAT, version=REPORT_VERSION, kind="check", options=ReportOptions.of(options),
-                   **parts)  # type: ignore[arg-type]
+        return super().of(options, **parts)
 
     @property
     def replayed(self) -> CheckReplay | None:
         """The replay-measured margins, or None when the check was not replayed."""
         return None if isinstance(self.replay, msgspec.UnsetType) else self.replay
-
-    def at_tier(self, tier: int) -> CheckReport:
-        """The same report, judged at ``tier``."""
-        return msgspec.structs.replace(self, options=msgspec.structs.replace(self.options, tier=tier))
 
     @property
     def classification(self) -> str:
@@ -238,11 +232,3 @@ class CheckReport(msgspec.Struct, frozen=True, kw_only=True):
             return int(ExitCode.TROUBLE)
         return int(ExitCode.OK)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The versioned JSON report as plain Python objects (see ``formats/report-v1.md``)."""
-        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
-
-    @classmethod
-    def from_dict(cls, data: Any, *, path: str | os.PathLike[str] = "<report>") -> CheckReport:
-        """Rebuild a report from :meth:`to_dict`'s output (or a saved ``report.json``)."""
-        return convert_document(data, cls, "check", os.fspath(path))  # type: ignore[no-any-return]

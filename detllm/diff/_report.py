@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import msgspec
 
@@ -48,6 +48,40 @@ class ReportOptions(msgspec.Struct, frozen=True, kw_only=True):
         return DiffOptions(**msgspec.to_builtins(self))
 
 
+Record = TypeVar("Record", bound="ReportRecord")
+
+
+class ReportRecord:
+    """What a report record of format 1 does besides holding its fields: it is made with
+    :meth:`of`, judged again at another tier, and turned into plain JSON objects and back.
+    ``KIND`` is the record's ``kind``. A mixin of the msgspec Structs of the report kinds."""
+
+    __slots__ = ()
+
+    KIND: ClassVar[str]
+    options: ReportOptions
+
+    @classmethod
+    def of(cls: type[Record], options: DiffOptions, **parts: Any) -> Record:
+        """A report of this detLLM, made with ``options``; ``parts``: the other fields."""
+        parts.setdefault("producer", Producer(name="detllm", version=__version__))
+        return cls(format=REPORT_FORMAT, version=REPORT_VERSION, kind=cls.KIND,  # type: ignore[call-arg]
+                   options=ReportOptions.of(options), **parts)
+
+    def at_tier(self: Record, tier: int) -> Record:
+        """The same report, judged at ``tier``."""
+        return msgspec.structs.replace(self, options=msgspec.structs.replace(self.options, tier=tier))  # type: ignore[type-var]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The versioned JSON report as plain Python objects (see ``formats/report-v1.md``)."""
+        return msgspec.to_builtins(self, enc_hook=prompts_as_list)  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_dict(cls: type[Record], data: Any, *, path: str | os.PathLike[str] = "<report>") -> Record:
+        """Rebuild a report from :meth:`to_dict`'s output (or a saved ``report.json``)."""
+        return convert_document(data, cls, cls.KIND, os.fspath(path))  # type: ignore[no-any-return]
+
+
 class TieredVerdict:
     """Tier results of a report that has ``options.tier`` and ``verdict.tier1/tier2``."""
 
@@ -78,7 +112,7 @@ class TieredVerdict:
         return int(ExitCode.OK if self.passed(tier) else ExitCode.DIFFERENT)
 
 
-class DiffReport(msgspec.Struct, TieredVerdict, frozen=True, kw_only=True):
+class DiffReport(msgspec.Struct, ReportRecord, TieredVerdict, frozen=True, kw_only=True):
     """The JSON form of a diff report (``kind: "diff"``)."""
 
     # A diff report is one record: what diff_traces returns (the comparison of two traces),
@@ -87,6 +121,8 @@ class DiffReport(msgspec.Struct, TieredVerdict, frozen=True, kw_only=True):
     # trace's order, then the prompts only the right trace has; the engine's can be longer
     # than memory allows (it reads its entries from a temporary file when it must), a loaded
     # report's is a list. Either encodes as the list (:func:`prompts_as_list`).
+
+    KIND = "diff"
 
     format: Literal["detllm.report"]
     version: Version
@@ -101,31 +137,11 @@ class DiffReport(msgspec.Struct, TieredVerdict, frozen=True, kw_only=True):
     notes: list[str]
     prompts: Sequence[PromptResult]
 
-    @classmethod
-    def of(cls, options: DiffOptions, **parts: Any) -> DiffReport:
-        """A diff report of this detLLM, made with ``options``; ``parts``: the other fields."""
-        parts.setdefault("producer", Producer(name="detllm", version=__version__))
-        return cls(format=REPORT_FORMAT, version=REPORT_VERSION, kind="diff", options=ReportOptions.of(options),
-                   **parts)  # type: ignore[arg-type]
-
     def diverging(self) -> Iterator[PromptResult]:
         """The prompts whose result is not ``identical``."""
         for result in self.prompts:
             if result.status != "identical":
                 yield result
-
-    def at_tier(self, tier: int) -> DiffReport:
-        """The same report, judged at ``tier``."""
-        return msgspec.structs.replace(self, options=msgspec.structs.replace(self.options, tier=tier))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The versioned JSON report as plain Python objects (see ``formats/report-v1.md``)."""
-        return msgspec.to_builtins(self, enc_hook=prompts_as_list)  # type: ignore[no-any-return]
-
-    @classmethod
-    def from_dict(cls, data: Any, *, path: str | os.PathLike[str] = "<report>") -> DiffReport:
-        """Rebuild a report from :meth:`to_dict`'s output (or a saved ``report.json``)."""
-        return convert_document(data, cls, "diff", os.fspath(path))  # type: ignore[no-any-return]
 
 
 def prompts_as_list(value: Any) -> Any:
