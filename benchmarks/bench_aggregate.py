@@ -111,12 +111,18 @@ def main() -> None:
     parser.add_argument("--only", choices=("aggregate", "pack", "diff"), help="one of the measurements")
     parser.add_argument("--saved-report", action="store_true",
                         help="pack a copy of the check directory that holds its report.json, as detllm check leaves it")
+    parser.add_argument("--make-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     directory = Path(args.data_dir) / f"aggregate-{args.rows}"
-    if not (directory / "run_config.json").exists():
+    if args.make_only:
         shutil.rmtree(directory, ignore_errors=True)
-        start = time.perf_counter()
         make(directory, args.rows)
+        return
+    if not (directory / "run_config.json").exists():
+        # In a child of its own: a child's peak RSS starts from its parent's at the fork, so
+        # the data made in this process would count in every measurement after it.
+        start = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--data-dir", args.data_dir, "--make-only"], check=True)
         print(f"wrote three traces of {args.rows} rows in {time.perf_counter() - start:.1f} s")
     traces = sorted((directory / "traces").glob("*.jsonl"))
     megabytes = sum(p.stat().st_size for p in traces) / 1e6

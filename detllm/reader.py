@@ -8,6 +8,7 @@ same scan serves :func:`open_trace` (stops at the first problem) and
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -43,6 +44,8 @@ __all__ = ["TraceReader", "open_trace", "read_header"]
 T = TypeVar("T")
 
 _CUT = "\0cut"
+
+_LINE_AND_RAW = operator.itemgetter(0, 1)
 """What :meth:`TraceReader._kind` says of a last line cut too short to name its record."""
 
 
@@ -112,8 +115,7 @@ class TraceReader:
         Lines in the canonical layout are recognised as rows by their first bytes
         and are not decoded: the caller decides whether it needs their content.
         """
-        for line, raw, _ in self._scan(decode=False):
-            yield line, raw
+        return map(_LINE_AND_RAW, self._scan(decode=False))
 
     def decode_row(self, line: int, raw: bytes) -> Row:
         """Decode and check one line obtained from :meth:`raw_rows`."""
@@ -179,8 +181,17 @@ class TraceReader:
         digest = hashlib.sha256() if self.verify_digest else None
         seen_ids: set[str] = set()
         last_line = 1
+        source = self._source
         for line, raw in self._lines:
             last_line = line
+            # The common case first: a complete row line, not to be decoded here.
+            if not decode and raw is not None and raw.startswith(ROW_PREFIX) and self.footer is None and source.ended_with_newline:
+                if digest is not None:
+                    digest.update(raw)
+                    digest.update(b"\n")
+                self.rows_read += 1
+                yield line, raw, None
+                continue
             if raw is None:
                 limit = self._source.max_line_bytes
                 self._fail(TraceFormatError(self.path, line, "-", f"line is longer than {limit} bytes"))

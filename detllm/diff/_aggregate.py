@@ -1,15 +1,20 @@
 """Aggregating many traces of the same prompts: completions, majorities, splits.
 
-Traces are read one after another, so any number of them can be aggregated with a
-handful of open files. Each distinct row is decoded once; one representative row of
-each distinct completion waits in a temporary file until the majority is known,
-and is then compared with the majority's representative by the diff engine.
+The traces are read in step, one row of each at a time (so all of them are open at
+once). A prompt at the same position in every trace is settled there: without
+decoding when its rows are byte for byte the same, else by comparing each distinct
+completion with the majority's (the diff engine does that). Prompts the traces list
+at different positions wait, their distinct rows in a temporary file, until the end.
+Memory is bounded by the prompts out of step, not by the rows.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import mmap
 import os
+import struct
 import tempfile
 import warnings
 from array import array
@@ -17,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, overload
+from typing import IO, Any, NoReturn, overload
 
 import msgspec
 import orjson
@@ -31,6 +36,7 @@ from ._locate import locate_trace, traces_in
 from .._numbers import count
 from .._json_errors import DECODE_ERRORS
 from ._rows import RowProblem, SideRow, decode_row, prompt_id_decoder, prompt_id_of
+from ._seen import ID_BUFFER, ID_PARTITIONS, IdLog
 from ..errors import InputError, NewerMinorVersionWarning, TraceFormatError, UsageError
 from ..reader import TraceReader, open_trace
 from ..trace import Header
@@ -72,12 +78,23 @@ def expand_paths(paths: Sequence[str | os.PathLike[str]], *, allow_incomplete: b
     return files
 
 
+_RUN_SHIFT = 40
+"""A prompt's place in the report: ``run << 40 | line``, the lowest run that holds it
+and its line there (the order of reading run 0, then what run 1 adds, and so on)."""
+
+
+def _place(run: int, line: int) -> int:
+    return run << _RUN_SHIFT | line
+
+
 @dataclass(slots=True)
 class _Stored:
     run: int
     line: int
     offset: int
     length: int
+    raw: bytes | None = None
+    """The row itself, for a prompt settled while its rows are in hand (not stored)."""
 
 
 @dataclass(slots=True)
@@ -96,6 +113,7 @@ class _TokenVariant:
 
 
 class _Light(msgspec.Struct):
+    prompt_id: str
     token_ids: list[Any]
     finish_reason: str
 
@@ -103,152 +121,212 @@ class _Light(msgspec.Struct):
 _light_decoder = msgspec.json.Decoder(_Light)
 
 
-class _Compact:
-    """One small record per prompt whose rows are byte for byte the same in the
-    consecutive runs ``first_run`` to ``first_run + count - 1`` (``count`` -1: the
-    prompt has full bookkeeping instead)."""
-
-    def __init__(self) -> None:
-        self.digests = bytearray()
-        self.first_run = array("i")
-        self.count = array("i")
-        self.line = array("q")
-        self.offset = array("q")
-        self.length = array("q")
-        self.tokens = array("q")
-        self.finish = array("i")
-
-    def add(self, run: int, line: int, digest: bytes, offset: int, length: int, tokens: int, finish: int) -> int:
-        number = len(self.count)
-        self.digests += digest
-        self.first_run.append(run)
-        self.count.append(1)
-        self.line.append(line)
-        self.offset.append(offset)
-        self.length.append(length)
-        self.tokens.append(tokens)
-        self.finish.append(finish)
-        return number
-
-    def digest(self, number: int) -> memoryview:
-        return memoryview(self.digests)[number * 16 : number * 16 + 16]
-
-
 @dataclass(slots=True)
 class _Prompt:
     order: int
+    """Its place (:func:`_place`): the lowest (run, line) of its rows so far."""
     variants: dict[bytes, _TokenVariant] = field(default_factory=dict)
     rows: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
     runs: set[int] = field(default_factory=set)
 
 
 class _Aggregation:
+    """The traces read in step, one row of each at a time.
+
+    A prompt whose rows sit at the same position in every trace still being read is
+    settled there and then: when the rows are byte for byte the same, by its id, number
+    of tokens and finish reason alone (nothing is hashed, decoded in full or kept);
+    otherwise its rows are compared at once and only the result is kept, on disk. Only
+    the prompts that traces list at different positions (or not at all) wait, in
+    memory with their distinct rows in a temporary file, until every trace is read.
+    """
+
     def __init__(self, files: list[str], options: DiffOptions) -> None:
         self.files = files
         self.options = options
         self.headers: list[Header] = []
         self.infos = []
-        self.index_of: dict[str, int] = {}
-        self.order: list[str] = []
-        self.compact = _Compact()
-        self.promoted: dict[int, _Prompt] = {}
-        self.finishes: dict[str, int] = {}
         self.readers: list[TraceReader] = []
         self.notes: list[str] = []
+        self.waiting: dict[str, _Prompt] = {}
+        """Prompts not in step: read at different positions, or missing from a trace."""
+        self.ids = IdLog()
+        """One id per prompt (settled in step, or waiting), for the duplicate check at the end."""
+        self.prompts: AggregatePrompts | None = None
+        self.logprobs = True
+        self.contexts: dict[tuple[int, int], Context] = {}
+        self.positions: Counter[int] = Counter()
+        self.disagreeing: set[int] = set()
+        self.classes: Counter[str] = Counter()
+        self.tier1_stable = self.tier2_stable = 0
+        self.splits: list[tuple[int, PromptAggregate]] = []
+        self.split_count = self.missing_count = 0
         self.store: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)  # noqa: SIM115
         self.store_end = 0
 
-    def read_all(self) -> None:
-        for run, path in enumerate(self.files):
+    def open(self) -> None:
+        """Open every trace and read its header."""
+        _enough_files(len(self.files))
+        for path in self.files:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NewerMinorVersionWarning)
                 reader = open_trace(path, allow_incomplete=self.options.allow_incomplete)
-            with reader:
-                self.readers.append(reader)
-                self.headers.append(reader.header)
-                self._read(run, reader)
-                self.notes.extend(reader.warnings)
-                if not reader.complete:
-                    self.notes.append(
-                        f"Run {run} ({path}) is incomplete (no footer): its {reader.rows_read} complete rows were used."
-                    )
-                self.infos.append(trace_info(path, reader.header, reader.rows_read, reader.complete))
+            self.readers.append(reader)
+            self.headers.append(reader.header)
 
-    def _read(self, run: int, reader: TraceReader) -> None:
-        index_of, compact = self.index_of, self.compact
-        first_run, counts, digests = compact.first_run, compact.count, compact.digests
-        sha256 = hashlib.sha256
-        for line, raw in reader.raw_rows():
-            pid = prompt_id_of(raw)
-            if pid is None:
-                try:
-                    pid = prompt_id_decoder.decode(raw).prompt_id
-                except DECODE_ERRORS:
-                    reader.decode_row(line, raw)
-                    raise TraceFormatError(reader.path, line, "prompt_id", "cannot be read") from None
-            digest = sha256(raw).digest()[:16]
-            number = index_of.get(pid)
-            if number is None:
-                index_of[pid] = compact.add(run, line, digest, self._store(raw), len(raw), *self._light(reader, line, raw))
-                self.order.append(pid)
-                continue
-            n = counts[number]
-            if n >= 0:  # every run so far that holds it holds this very row
-                after = first_run[number] + n
-                if after == run and digests[number * 16 : number * 16 + 16] == digest:
-                    counts[number] = n + 1
-                    continue
-                if after - 1 == run:
-                    raise TraceFormatError(reader.path, line, "prompt_id", f"duplicate prompt id {pid!r}")
-                prompt = self._promote(number)
-            else:
-                prompt = self.promoted[number]
-                if run in prompt.runs:
-                    raise TraceFormatError(reader.path, line, "prompt_id", f"duplicate prompt id {pid!r}")
-            self._add_row(prompt, run, reader, line, raw, digest)
-
-    def _light(self, reader: TraceReader, line: int, raw: bytes) -> tuple[int, int]:
-        """The number of tokens and the finish reason of a row seen for the first time."""
+    def read_all(self) -> None:
+        self.logprobs = all(h.logprobs.semantics != "none" for h in self.headers)
+        self.prompts = AggregatePrompts(len(self.files), self.logprobs)
         try:
-            row = _light_decoder.decode(raw)
-        except DECODE_ERRORS:
-            reader.decode_row(line, raw)  # names the problem
-            raise TraceFormatError(reader.path, line, "token_ids", "cannot be read") from None
-        finish = self.finishes.get(row.finish_reason)
-        if finish is None:
-            finish = self.finishes[row.finish_reason] = len(self.finishes)
-        return len(row.token_ids), finish
+            self._read()
+        except TraceFormatError:
+            self._check_ids(finished=False)  # a repeated id read earlier goes first
+            raise
+        self._check_ids(finished=True)
+        for run, (path, reader) in enumerate(zip(self.files, self.readers)):
+            self.notes.extend(reader.warnings)
+            if not reader.complete:
+                self.notes.append(
+                    f"Run {run} ({path}) is incomplete (no footer): its {reader.rows_read} complete rows were used."
+                )
+            self.infos.append(trace_info(path, reader.header, reader.rows_read, reader.complete))
 
-    def _add_row(self, prompt: _Prompt, run: int, reader: TraceReader, line: int, raw: bytes, digest: bytes) -> None:
+    def close(self) -> None:
+        for reader in self.readers:
+            reader.close()
+        self.ids.close()
+        self.store.close()
+
+    def _read(self) -> None:
+        prompts = self.prompts
+        assert prompts is not None
+        identical = prompts.identical
+        waiting = self.waiting
+        decode = _light_decoder.decode
+        parts, spill, mask = self.ids.parts, self.ids.spill, ID_PARTITIONS - 1
+        for rows in itertools.zip_longest(*(reader.raw_rows() for reader in self.readers)):
+            if None in rows:
+                self._step(rows)
+                continue
+            line, raw = rows[0]
+            for item in rows:
+                if item[1] != raw:
+                    self._step(rows)
+                    break
+            else:  # the same bytes in every trace
+                try:
+                    light = decode(raw)
+                except DECODE_ERRORS:
+                    self._bad_row(0, line, raw)
+                pid = light.prompt_id
+                if pid in waiting:
+                    self._step(rows)
+                    continue
+                key = hash(pid)  # IdLog.add, inline
+                part = parts[key & mask]
+                part.append(key)
+                if len(part) >= ID_BUFFER:
+                    spill(key & mask)
+                identical(pid, light.token_ids, light.finish_reason, line)
+                self.classes["identical"] += 1
+                self.tier1_stable += 1
+                self.tier2_stable += 1
+
+    def _bad_row(self, run: int, line: int, raw: bytes) -> NoReturn:
+        reader = self.readers[run]
+        reader.decode_row(line, raw)  # raises the error that names the problem
+        raise TraceFormatError(reader.path, line, "prompt_id", "cannot be read")
+
+    def _id(self, run: int, line: int, raw: bytes) -> str:
+        pid = prompt_id_of(raw)
+        if pid is None:
+            try:
+                pid = prompt_id_decoder.decode(raw).prompt_id
+            except DECODE_ERRORS:
+                self._bad_row(run, line, raw)
+        return pid
+
+    def _step(self, rows: tuple[tuple[int, bytes] | None, ...]) -> None:
+        """One position whose rows are not all the same bytes (or some trace has ended)."""
+        present = [(run, item[0], item[1]) for run, item in enumerate(rows) if item is not None]
+        ids = [self._id(run, line, raw) for run, line, raw in present]
+        pid = ids[0]
+        if all(i == pid for i in ids) and pid not in self.waiting:
+            # In step: no trace still being read can hold this prompt again, nor can one that ended.
+            run, line, _ = present[0]
+            self.ids.add(pid)
+            prompt = _Prompt(order=_place(run, line))
+            for run, line, raw in present:
+                self._add_row(prompt, run, line, raw, keep=True)
+            self._settle(pid, prompt, in_step=True)
+            return
+        for (run, line, raw), pid in zip(present, ids):
+            self._wait(pid, run, line, raw)
+
+    def _check_ids(self, *, finished: bool) -> None:
+        """Raise the duplicate-id error of the first prompt id a trace repeats, if any.
+
+        The ids' hashes are checked first; only when one comes twice are the traces read
+        again (as far as they were read), to find the row and to tell a repeated id
+        from two ids that share a hash.
+        """
+        repeats = self.ids.repeats()
+        if not repeats:
+            return
+        found: tuple[int, int, str] | None = None
+        for run, path in enumerate(self.files):
+            last = self.readers[run].rows_read + 1 if not finished else None
+            seen: set[str] = set()
+            try:
+                with open_trace(path, allow_incomplete=True, verify_digest=False) as reader:
+                    for line, raw in reader.raw_rows():
+                        if last is not None and line > last:
+                            break
+                        try:
+                            pid = self._id(run, line, raw)
+                        except TraceFormatError:
+                            continue
+                        if hash(pid) not in repeats:
+                            continue
+                        if pid in seen:
+                            if found is None or (line, run) < found[:2]:
+                                found = (line, run, pid)
+                            break
+                        seen.add(pid)
+            except TraceFormatError:
+                pass  # a damaged line further on: the rows before it were checked
+        if found is not None:
+            line, run, pid = found
+            raise TraceFormatError(self.files[run], line, "prompt_id", f"duplicate prompt id {pid!r}")
+
+    def _wait(self, pid: str, run: int, line: int, raw: bytes) -> None:
+        prompt = self.waiting.get(pid)
+        if prompt is None:
+            self.ids.add(pid)
+            prompt = self.waiting[pid] = _Prompt(order=_place(run, line))
+        elif run in prompt.runs:
+            raise TraceFormatError(self.files[run], line, "prompt_id", f"duplicate prompt id {pid!r}")
+        prompt.order = min(prompt.order, _place(run, line))
+        self._add_row(prompt, run, line, raw, keep=False)
+
+    def _add_row(self, prompt: _Prompt, run: int, line: int, raw: bytes, *, keep: bool) -> None:
         prompt.runs.add(run)
+        digest = hashlib.sha256(raw).digest()
         keys = prompt.rows.get(digest)
         if keys is None:
-            keys = self._new_row(prompt, run, reader, line, raw)
-            prompt.rows[digest] = keys
+            keys = prompt.rows[digest] = self._new_row(prompt, run, line, raw, keep)
         token_key, logprob_key = keys
         variant = prompt.variants[token_key]
         variant.runs.append(run)
-        variant.logprobs[logprob_key].runs.append(run)
+        found = variant.logprobs[logprob_key]
+        found.runs.append(run)
+        if run < found.stored.run:  # a prompt out of step: the lowest run's row stands for the others
+            found.stored = self._stored(run, line, raw, keep)
+        if variant.first is None or run < variant.first.run:
+            variant.first = found.stored
 
-    def _promote(self, number: int) -> _Prompt:
-        """Full bookkeeping for a prompt whose rows are no longer all the same."""
-        c = self.compact
-        first, count = c.first_run[number], c.count[number]
-        stored = _Stored(first, c.line[number], c.offset[number], c.length[number])
-        self.store.seek(stored.offset)
-        raw = self.store.read(stored.length)
-        prompt = _Prompt(order=number)
-        prompt.rows[bytes(c.digest(number))] = self._new_row(prompt, first, self.readers[first], stored.line, raw, stored)
-        for run in range(first, first + count):
-            self._add_row(prompt, run, self.readers[run], stored.line, raw, bytes(c.digest(number)))
-        c.count[number] = -1
-        self.promoted[number] = prompt
-        return prompt
-
-    def _new_row(
-        self, prompt: _Prompt, run: int, reader: TraceReader, line: int, raw: bytes, stored: _Stored | None = None
-    ) -> tuple[bytes, bytes]:
-        reader.decode_row(line, raw)  # every rule of the format, once per distinct row
+    def _new_row(self, prompt: _Prompt, run: int, line: int, raw: bytes, keep: bool) -> tuple[bytes, bytes]:
+        self.readers[run].decode_row(line, raw)  # every rule of the format, once per distinct row
         row = decode_row(raw)
         token_key = hashlib.sha256(
             msgspec.json.encode([row.input_token_ids, row.token_ids, row.finish_reason])
@@ -259,11 +337,12 @@ class _Aggregation:
         if variant is None:
             variant = prompt.variants[token_key] = _TokenVariant(list(row.token_ids), row.finish_reason)
         if logprob_key not in variant.logprobs:
-            stored = stored or _Stored(run, line, self._store(raw), len(raw))
-            variant.logprobs[logprob_key] = _LogprobVariant([], stored)
-            if variant.first is None:
-                variant.first = stored
+            variant.logprobs[logprob_key] = _LogprobVariant([], self._stored(run, line, raw, keep))
         return token_key, logprob_key
+
+    def _stored(self, run: int, line: int, raw: bytes, keep: bool) -> _Stored:
+        """A distinct row: kept in hand (``keep``) or written to the store."""
+        return _Stored(run, line, -1, len(raw), raw) if keep else _Stored(run, line, self._store(raw), len(raw))
 
     def _store(self, raw: bytes) -> int:
         offset = self.store_end
@@ -273,13 +352,47 @@ class _Aggregation:
         return offset
 
     def _load(self, stored: _Stored) -> Any:
+        if stored.raw is not None:
+            return decode_row(stored.raw)
         self.store.seek(stored.offset)
         return decode_row(self.store.read(stored.length))
+
+    def _settle(self, pid: str, state: _Prompt, *, in_step: bool) -> None:
+        """Compare a prompt's rows, count the result and keep it for the report."""
+        assert self.prompts is not None
+        result, found = self.prompt(pid, state, len(self.files), self.logprobs)
+        self.prompts.keep(state.order, result, in_step=in_step)
+        self.positions.update(found)
+        self.disagreeing.update(result.missing)
+        for variant in result.variants[1:]:
+            self.disagreeing.update(variant.runs)
+        self.classes[result.classification] += 1
+        self.tier1_stable += result.tier1
+        self.tier2_stable += bool(result.tier2)
+        if result.completions > 1:
+            self.split_count += 1
+            self.splits.append((state.order, result))
+            if len(self.splits) > 3:  # the first three in report order
+                self.splits.sort(key=lambda item: item[0])
+                del self.splits[3:]
+        self.missing_count += bool(result.missing)
+
+    def settle_waiting(self) -> None:
+        """Settle the prompts that were not in step, now that every trace is read."""
+        waiting = sorted(self.waiting.items(), key=lambda item: item[1].order)
+        self.waiting.clear()
+        for pid, state in waiting:
+            self._settle(pid, state, in_step=False)
+        self.store.seek(0)
+        self.store.truncate()
 
     # -- after reading ----------------------------------------------------------------
 
     def compare(self, reference: _Stored, other: _Stored) -> Any:
-        ctx = Context.of(self.headers[reference.run], self.headers[other.run], self.options)
+        pair = (reference.run, other.run)
+        ctx = self.contexts.get(pair)
+        if ctx is None:  # one per pair of runs: comparing the headers is not free
+            ctx = self.contexts[pair] = Context.of(self.headers[reference.run], self.headers[other.run], self.options)
         left, right = self._load(reference), self._load(other)
         try:
             return compare(ctx, left, right, _row_index(reference), _row_index(other))
@@ -390,34 +503,96 @@ class _Aggregation:
 
 
 class AggregatePrompts(Sequence[PromptAggregate]):
-    """Every prompt's aggregate, in report order, without one object per prompt.
+    """Every prompt's aggregate, in report order, in a temporary file, not in memory.
 
-    A prompt whose row is the same byte for byte in every run is rebuilt from its
-    compact record when asked for; the others are kept encoded, in a temporary file
-    once they pass 8 MB.
+    A prompt whose rows are the same byte for byte in every run is held as its id,
+    number of tokens and finish reason, and rebuilt when asked for; the others are
+    held encoded. In memory: two 8-byte numbers per prompt while the traces are read,
+    one after.
     """
 
-    def __init__(self, order: list[str], compact: _Compact, finishes: list[str], runs: int, logprobs: bool) -> None:
-        self._order = order
-        self._count = compact.count
-        self._tokens = compact.tokens
-        self._finish = compact.finish
-        self._finishes = finishes
+    _IDENTICAL = struct.Struct("<BqHI")  # kind 0, tokens, finish reason, id length; then the id
+    _KEPT = struct.Struct("<BI")  # kind 1, length; then the encoded aggregate
+
+    def __init__(self, runs: int, logprobs: bool) -> None:
         self._runs = runs
         self._logprobs = logprobs
-        self._kept: dict[int, tuple[int, int]] = {}
-        self._file = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 - lives with self
+        self._finishes: list[str] = []
+        self._finish_numbers: dict[str, int] = {}
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - lives with self
+        self._buffer = bytearray()
         self._end = 0
+        self._offsets = array("q")
+        """Where each prompt's record starts, in the order settled (in step), then in report order."""
+        self._places = array("q")
+        """The in-step prompts' places, for merging with the ones settled at the end."""
+        self._late: list[tuple[int, int]] = []
+        self._data: Any = b""
+        self._done = False
 
-    def keep(self, number: int, result: PromptAggregate) -> None:
+    # -- written while the traces are read ------------------------------------------------
+
+    def identical(self, pid: str, tokens: list[Any], finish: str, line: int) -> None:
+        """A prompt whose row is the same in every run, at ``line`` of each."""
+        number = self._finish_numbers.get(finish)
+        if number is None:
+            number = self._finish_numbers[finish] = len(self._finishes)
+            self._finishes.append(finish)
+        encoded = pid.encode()
+        self._offsets.append(self._end + len(self._buffer))
+        self._places.append(line)  # run 0: _place(0, line)
+        self._buffer += self._IDENTICAL.pack(0, len(tokens), number, len(encoded))
+        self._buffer += encoded
+        if len(self._buffer) >= 1 << 20:
+            self._flush()
+
+    def keep(self, place: int, result: PromptAggregate, *, in_step: bool) -> None:
+        """A prompt's aggregate: settled in step (in report order) or at the end (any order)."""
         data = _encoder.encode(result)
-        self._file.seek(self._end)
-        self._file.write(data)
-        self._kept[number] = (self._end, len(data))
-        self._end += len(data)
+        offset = self._end + len(self._buffer)
+        if in_step:
+            self._offsets.append(offset)
+            self._places.append(place)
+        else:
+            self._late.append((place, offset))
+        self._buffer += self._KEPT.pack(1, len(data))
+        self._buffer += data
+        if len(self._buffer) >= 1 << 20:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._file.write(self._buffer)
+        self._end += len(self._buffer)
+        self._buffer.clear()
+
+    def finish(self) -> None:
+        """Put the prompts settled at the end in their places; from here on, read only."""
+        self._flush()
+        self._file.flush()
+        if self._late:
+            self._late.sort()
+            merged = array("q")
+            late = iter(self._late)
+            place, offset = next(late, (None, 0))
+            for own, start in zip(self._places, self._offsets):
+                while place is not None and place < own:
+                    merged.append(offset)
+                    place, offset = next(late, (None, 0))
+                merged.append(start)
+            while place is not None:
+                merged.append(offset)
+                place, offset = next(late, (None, 0))
+            self._offsets = merged
+            self._late = []
+        self._places = array("q")
+        if self._end:
+            self._data = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        self._done = True
+
+    # -- read -----------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._offsets)
 
     @overload
     def __getitem__(self, index: int) -> PromptAggregate: ...
@@ -430,19 +605,26 @@ class AggregatePrompts(Sequence[PromptAggregate]):
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError("prompt index out of range")
-        kept = self._kept.get(index)
-        if kept is not None:
-            self._file.seek(kept[0])
-            return _decoder.decode(self._file.read(kept[1]))
-        return self._identical(index)
+        return self._record(self._offsets[index], None)  # type: ignore[return-value]
 
-    def _identical(self, index: int) -> PromptAggregate:
+    def _record(self, offset: int, identical: Callable[[str, int, str], Any] | None) -> Any:
+        data = self._data
+        if data[offset] == 1:
+            _, length = self._KEPT.unpack_from(data, offset)
+            start = offset + self._KEPT.size
+            return _decoder.decode(data[start : start + length])
+        _, tokens, finish, length = self._IDENTICAL.unpack_from(data, offset)
+        start = offset + self._IDENTICAL.size
+        pid = bytes(data[start : start + length]).decode()
+        return (identical or self._identical)(pid, tokens, self._finishes[finish])
+
+    def _identical(self, pid: str, tokens: int, finish: str) -> PromptAggregate:
         runs, logprobs = self._runs, self._logprobs
         variant = Variant(
             index=0,
             runs=list(range(runs)),
-            tokens=self._tokens[index],
-            finish_reason=self._finishes[self._finish[index]],
+            tokens=tokens,
+            finish_reason=finish,
             logprob_variants=1,
             first_divergence=None,
             run=0,
@@ -450,7 +632,7 @@ class AggregatePrompts(Sequence[PromptAggregate]):
             comparison=None,
         )
         return PromptAggregate(
-            prompt_id=self._order[index],
+            prompt_id=pid,
             runs=runs,
             missing=[],
             completions=1,
@@ -464,8 +646,21 @@ class AggregatePrompts(Sequence[PromptAggregate]):
         )
 
     def __iter__(self) -> Iterator[PromptAggregate]:
-        for i in range(len(self)):
-            yield self[i]
+        for offset in self._released(self._offsets):
+            yield self._record(offset, None)
+
+    def unlike(self) -> Iterator[tuple[int, PromptAggregate]]:
+        """The prompts whose rows are not the same in every run, with their index; the
+        others are skipped without being rebuilt."""
+        data = self._data
+        for index, offset in enumerate(self._released(self._offsets)):
+            if data[offset] == 1:
+                yield index, self._record(offset, None)
+
+    def ids(self) -> Iterator[tuple[int, str]]:
+        """Each prompt's id, with its index."""
+        for index, offset in enumerate(self._released(self._offsets)):
+            yield index, self._record(offset, _id_only) if self._data[offset] == 0 else self._record(offset, None).prompt_id
 
     def indented(self, indent: Callable[[Any, bytes], bytes], prefix: bytes) -> Iterator[bytes]:
         """Each prompt as ``indent(msgspec.to_builtins(prompt), prefix)`` would write it.
@@ -473,25 +668,42 @@ class AggregatePrompts(Sequence[PromptAggregate]):
         The prompts that are the same in every run differ only in their id, number of
         tokens and finish reason: they are written from one template.
         """
-        if not self._order:
+        if not self._offsets:
             return
         pid, tokens, finish = "\x00id", 7_390_421_983, "\x00finish"
-        sample = msgspec.structs.replace(self._identical(0), prompt_id=pid)
-        sample = msgspec.structs.replace(
-            sample, variants=[msgspec.structs.replace(sample.variants[0], tokens=tokens, finish_reason=finish)]
-        )
-        template = indent(msgspec.to_builtins(sample), prefix)
+        template = indent(msgspec.to_builtins(self._identical(pid, tokens, finish)), prefix)
         head, rest = template.split(orjson.dumps(pid), 1)
         middle, rest = rest.split(str(tokens).encode(), 1)
         middle2, tail = rest.split(orjson.dumps(finish), 1)
         finishes = [orjson.dumps(f) for f in self._finishes]
-        kept, order, counts, numbers, ends = self._kept, self._order, self._count, self._tokens, self._finish
-        dumps, join = orjson.dumps, b"".join
-        for index in range(len(order)):
-            if index in kept:
-                yield indent(msgspec.to_builtins(self[index]), prefix)
-            else:
-                yield join((head, dumps(order[index]), middle, b"%d" % numbers[index], middle2, finishes[ends[index]], tail))
+        dumps, join, unpack, size = orjson.dumps, b"".join, self._IDENTICAL.unpack_from, self._IDENTICAL.size
+        data = self._data
+        for offset in self._released(self._offsets):
+            if data[offset] == 1:
+                yield indent(msgspec.to_builtins(self._record(offset, None)), prefix)
+                continue
+            _, tokens, finish, length = unpack(data, offset)
+            start = offset + size
+            pid = data[start : start + length].decode()
+            yield join((head, dumps(pid), middle, b"%d" % tokens, middle2, finishes[finish], tail))
+
+    def _released(self, offsets: array[int]) -> Iterator[int]:
+        """``offsets``, letting the pages of the records passed go from memory as a long
+        read goes on (the file stays; a page read again comes back from it)."""
+        data = self._data
+        release = getattr(data, "madvise", None) if hasattr(mmap, "MADV_DONTNEED") else None
+        low = 0
+        for offset in offsets:
+            yield offset
+            if release is not None and offset - low >= _RELEASE_STEP:
+                high = offset - offset % mmap.PAGESIZE
+                release(mmap.MADV_DONTNEED, low, high - low)
+                low = high
+
+    def close(self) -> None:
+        if isinstance(self._data, mmap.mmap):
+            self._data.close()
+        self._file.close()
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence):
@@ -502,6 +714,14 @@ class AggregatePrompts(Sequence[PromptAggregate]):
 
     def __repr__(self) -> str:
         return f"<AggregatePrompts: {len(self)} prompts>"
+
+
+_RELEASE_STEP = 16 * 1024 * 1024
+"""Bytes of records read before their pages are let go (:meth:`AggregatePrompts._released`)."""
+
+
+def _id_only(pid: str, tokens: int, finish: str) -> str:
+    return pid
 
 
 _encoder = msgspec.json.Encoder()
@@ -541,7 +761,7 @@ def aggregate_traces(paths: Sequence[str | os.PathLike[str]], options: DiffOptio
         raise UsageError(f"aggregating needs at least two traces, got {len(files)}")
     work = _Aggregation(files, options)
     try:
-        work.read_all()
+        work.open()
         if options.tier == 2:
             for path, header in zip(files, work.headers):
                 if header.logprobs.semantics == "none":
@@ -549,9 +769,10 @@ def aggregate_traces(paths: Sequence[str | os.PathLike[str]], options: DiffOptio
                         f"{path}: records no logprobs (logprobs.semantics is 'none'), so Tier 2 cannot be judged; "
                         "use --tier 1"
                     )
+        work.read_all()
         return _report(work)
     finally:
-        work.store.close()
+        work.close()
 
 
 def _setup(headers: list[Header]) -> AggregateSetup:
@@ -588,46 +809,26 @@ def _setup(headers: list[Header]) -> AggregateSetup:
 
 def _report(work: _Aggregation) -> AggregateReport:
     runs = len(work.files)
-    logprobs = all(h.logprobs.semantics != "none" for h in work.headers)
-    compact = work.compact
-    for number in range(len(compact.count)):
-        if compact.count[number] >= 0 and compact.count[number] != runs:  # missing from some runs
-            work._promote(number)
-    prompts = AggregatePrompts(work.order, compact, list(work.finishes), runs, logprobs)
-    positions: Counter[int] = Counter()
-    disagreeing: set[int] = set()
-    classes: Counter[str] = Counter(identical=len(work.order) - len(work.promoted))
-    tier1_stable = tier2_stable = len(work.order) - len(work.promoted)
-    splits: list[PromptAggregate] = []
-    split_count = missing_count = 0
-    for number in sorted(work.promoted):
-        result, found = work.prompt(work.order[number], work.promoted.pop(number), runs, logprobs)
-        prompts.keep(number, result)
-        positions.update(found)
-        disagreeing.update(result.missing)
-        for variant in result.variants[1:]:
-            disagreeing.update(variant.runs)
-        classes[result.classification] += 1
-        tier1_stable += result.tier1
-        tier2_stable += bool(result.tier2)
-        if result.completions > 1:
-            split_count += 1
-            if len(splits) < 3:
-                splits.append(result)
-        missing_count += bool(result.missing)
-    tier1 = tier1_stable == len(prompts)
-    tier2: bool | None = False if not tier1 else (None if not logprobs else tier2_stable == len(prompts))
+    work.settle_waiting()
+    prompts = work.prompts
+    assert prompts is not None
+    prompts.finish()
+    classes = work.classes
+    logprobs = work.logprobs
+    tier1 = work.tier1_stable == len(prompts)
+    tier2: bool | None = False if not tier1 else (None if not logprobs else work.tier2_stable == len(prompts))
     summary = AggregateSummary(
         runs=runs,
         prompts=len(prompts),
-        tier1_stable=tier1_stable,
-        tier2_stable=tier2_stable if logprobs else None,
-        runs_agreeing=runs - len(disagreeing),
+        tier1_stable=work.tier1_stable,
+        tier2_stable=work.tier2_stable if logprobs else None,
+        runs_agreeing=runs - len(work.disagreeing),
         classifications={c: classes[c] for c in CLASSIFICATIONS},
-        divergence_positions=[PositionCount(index=i, count=n) for i, n in sorted(positions.items())],
+        divergence_positions=[PositionCount(index=i, count=n) for i, n in sorted(work.positions.items())],
     )
     overall = next((c for c in CLASSIFICATIONS if classes[c]), "identical")
-    text = _verdict_text(summary, splits, split_count, missing_count, tier1, tier2)
+    splits = [result for _, result in sorted(work.splits, key=lambda item: item[0])]
+    text = _verdict_text(summary, splits, work.split_count, work.missing_count, tier1, tier2)
     return AggregateReport.of(
         work.options,
         runs=work.infos,
@@ -637,6 +838,23 @@ def _report(work: _Aggregation) -> AggregateReport:
         prompts=prompts,
         notes=list(work.notes),
     )
+
+
+def _enough_files(traces: int) -> None:
+    """Allow this process the open files that reading ``traces`` traces in step needs."""
+    try:
+        import resource
+    except ImportError:  # not on this platform: the default has to do
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = traces + ID_PARTITIONS + 64
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise UsageError(
+                f"aggregating {traces} traces reads them all at once, but this process may open only {hard} files "
+                "(raise the limit with ulimit -n, or aggregate fewer traces)"
+            )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def _verdict_text(

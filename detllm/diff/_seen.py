@@ -224,3 +224,67 @@ def _first_repeat_in(file: IO[bytes]) -> tuple[int, int] | None:
         for i in range(0, len(entries), 4):
             if not seen.add_fingerprint(entries[i], entries[i + 1]):
                 return entries[i + 2], entries[i + 3]
+
+
+ID_PARTITIONS = 64
+"""Arrays (and temporary files) of an :class:`IdLog`."""
+
+ID_BUFFER = 16 * 1024
+"""Hashes an :class:`IdLog` partition holds in memory before they are written (8 bytes each)."""
+
+
+class IdLog:
+    """Prompt ids, one per prompt, checked for a repeat once they are all in.
+
+    Nothing is looked up while ids arrive, which keeps adding one cheap: an id's 64-bit
+    string hash is appended to one of :data:`ID_PARTITIONS` arrays (by its low bits),
+    and a partition past :data:`ID_BUFFER` hashes is written to its temporary file.
+    :meth:`repeats` then reads one partition at a time and finds the hashes held twice.
+    Memory: 8 MB at most while adding, and one partition's set while checking.
+
+    A hash held twice is a candidate, which the caller confirms on the strings: two
+    different ids share a hash with a chance of about n**2 / 2**65.
+    """
+
+    def __init__(self) -> None:
+        self.parts = [array("q") for _ in range(ID_PARTITIONS)]
+        self._files: list[IO[bytes] | None] = [None] * ID_PARTITIONS
+
+    def add(self, pid: str) -> None:
+        key = hash(pid)
+        part = self.parts[key & (ID_PARTITIONS - 1)]
+        part.append(key)
+        if len(part) >= ID_BUFFER:
+            self.spill(key & (ID_PARTITIONS - 1))
+
+    def spill(self, number: int) -> None:
+        """Write partition ``number``'s hashes to its file."""
+        file = self._files[number]
+        if file is None:
+            file = self._files[number] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        file.write(self.parts[number].tobytes())
+        del self.parts[number][:]
+
+    def repeats(self) -> set[int]:
+        """The hashes added more than once."""
+        found: set[int] = set()
+        for number in range(ID_PARTITIONS):
+            keys = array("q")
+            file = self._files[number]
+            if file is not None:
+                file.seek(0)
+                keys.frombytes(file.read())
+                file.seek(0, 2)
+            keys.extend(self.parts[number])
+            if len(set(keys)) != len(keys):
+                once: set[int] = set()
+                for key in keys:
+                    if key in once:
+                        found.add(key)
+                    once.add(key)
+        return found
+
+    def close(self) -> None:
+        for file in self._files:
+            if file is not None:
+                file.close()

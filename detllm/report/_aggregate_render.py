@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from collections.abc import Iterator
 
@@ -54,8 +56,41 @@ def histogram(positions: list[PositionCount], bars: int = 20) -> list[tuple[str,
     return [(label(start), n) for start, n in sorted(buckets.items())]
 
 
-def _interesting(report: AggregateReport) -> list[PromptAggregate]:
-    return [p for p in report.prompts if p.completions > 1 or p.missing]
+def _split_or_missing(report: AggregateReport) -> Iterator[tuple[int, PromptAggregate]]:
+    """Each prompt whose completions split or that some run lacks, with its index.
+
+    The engine's sequence of prompts can list these without rebuilding the prompts that
+    are the same in every run (``unlike``); a loaded report's list is read through.
+    """
+    unlike = getattr(report.prompts, "unlike", None)
+    pairs = unlike() if unlike is not None else enumerate(report.prompts)
+    return ((i, p) for i, p in pairs if p.completions > 1 or p.missing)
+
+
+def _ids(report: AggregateReport) -> Iterator[tuple[int, str]]:
+    ids = getattr(report.prompts, "ids", None)
+    return ids() if ids is not None else ((i, p.prompt_id) for i, p in enumerate(report.prompts))
+
+
+def _table(report: AggregateReport, limit: int) -> tuple[list[PromptAggregate], int]:
+    """The prompts for the text table: those that split or miss runs first, by id, then
+    the others by id, at most ``limit``, in report order; and how many split in all.
+
+    One pass, holding ``limit`` prompts at most, whatever the number of prompts.
+    """
+    total = 0
+
+    def counted() -> Iterator[tuple[str, int]]:
+        nonlocal total
+        for i, p in _split_or_missing(report):
+            total += 1
+            yield p.prompt_id, i
+
+    chosen = heapq.nsmallest(limit, counted())
+    if len(chosen) < limit:  # then every prompt that splits is chosen, and few are
+        taken = {i for _, i in chosen}
+        chosen += heapq.nsmallest(limit - len(chosen), ((pid, i) for i, pid in _ids(report) if i not in taken))
+    return [report.prompts[i] for i in sorted(i for _, i in chosen)], total
 
 
 def render_aggregate_text(report: AggregateReport, *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> str:
@@ -90,8 +125,7 @@ def _text(report: AggregateReport, max_prompts: int) -> Iterator[str]:
         yield f"  {pad(field, 24)} {pad(clip(escape(_variation(variation)), 40), 40)} {escape(variation.category)}"
     yield from paragraph(f"Attribution: {report.setup.attribution.cause}. {report.setup.attribution.text}")
     yield ""
-    shown = sorted(report.prompts, key=lambda p: (p.completions == 1 and not p.missing, p.prompt_id))[: max_prompts * 2]
-    shown.sort(key=lambda p: report.prompts.index(p))
+    shown, split_count = _table(report, max_prompts * 2)
     yield f"  {pad('prompt', 24)} {'completions':>11} {'majority':>9} {'logprobs':>9}  classification"
     for p in shown:
         groups = "n/a" if p.logprob_groups is None else str(p.logprob_groups)
@@ -100,14 +134,13 @@ def _text(report: AggregateReport, max_prompts: int) -> Iterator[str]:
             f"{groups:>9}  {escape(p.classification)}"
         )
     if len(report.prompts) > len(shown):
-        yield _more_prompts(report, shown)
+        yield _more_prompts(report, shown, split_count)
     yield "  (completions: distinct token sequences; majority: runs giving the most common"
     yield "  one; logprobs: distinct logprob vectors among those runs)"
-    interesting = _interesting(report)
-    if interesting:
+    if split_count:
         yield ""
         yield "Where completions split"
-        for p in interesting[:max_prompts]:
+        for _, p in itertools.islice(_split_or_missing(report), max_prompts):
             if p.split is not None:
                 context = raw_tokens_text(p.split.context)
                 if p.split.index > len(p.split.context):
@@ -120,8 +153,8 @@ def _text(report: AggregateReport, max_prompts: int) -> Iterator[str]:
                     yield f"    runs {run_ranges(variant.runs)}: {escape(c.classification) if c else '?'}{where}"
             if p.missing:
                 yield f"  {escape(p.prompt_id)}: missing from runs {run_ranges(p.missing)}"
-        if len(interesting) > max_prompts:
-            yield f"  ... and {len(interesting) - max_prompts} more prompts"
+        if split_count > max_prompts:
+            yield f"  ... and {split_count - max_prompts} more prompts"
     buckets = histogram(s.divergence_positions)
     if buckets:
         yield ""
@@ -131,7 +164,7 @@ def _text(report: AggregateReport, max_prompts: int) -> Iterator[str]:
             bar = "#" * max(1, round(n / most * 40))
             yield f"  {label:>9}  {bar} {n}"
     shown_divergences = hidden = 0
-    for p in interesting:
+    for _, p in _split_or_missing(report):
         for variant in p.variants[1:]:
             c = variant.comparison
             if c is None or c.divergence is None:
@@ -154,15 +187,14 @@ def _text(report: AggregateReport, max_prompts: int) -> Iterator[str]:
         yield f"... and {count(hidden, 'more divergence')} against the majority (all are in the JSON report)"
 
 
-def _more_prompts(report: AggregateReport, shown: list[PromptAggregate]) -> str:
+def _more_prompts(report: AggregateReport, shown: list[PromptAggregate], split_count: int) -> str:
     """The line under a cut prompt table: how many are left out, and whether any of them split."""
-    listed = {p.prompt_id for p in shown}
-    left_out = [p for p in report.prompts if p.prompt_id not in listed]
-    split = sum(p.completions > 1 or bool(p.missing) for p in left_out)
+    left_out = len(report.prompts) - len(shown)
+    split = split_count - sum(p.completions > 1 or bool(p.missing) for p in shown)
     if not split:
-        return f"  ... and {count(len(left_out), 'more prompt')}, each with one completion"
+        return f"  ... and {count(left_out, 'more prompt')}, each with one completion"
     return (
-        f"  ... and {count(len(left_out), 'more prompt')}, {split} of them with completions that split or "
+        f"  ... and {count(left_out, 'more prompt')}, {split} of them with completions that split or "
         "missing from a run (all are in the JSON report)"
     )
 
@@ -193,8 +225,8 @@ def _markdown(report: AggregateReport, max_prompts: int) -> Iterator[str]:
         yield ""
     yield "| prompt | completions | majority | logprob vectors | classification | split |"
     yield "|---|---:|---:|---:|---|---|"
-    shown = [p for p in report.prompts if p.completions > 1 or p.missing][: max_prompts * 2]
-    stable = len(report.prompts) - len([p for p in report.prompts if p.completions > 1 or p.missing])
+    shown = [p for _, p in itertools.islice(_split_or_missing(report), max_prompts * 2)]
+    stable = len(report.prompts) - sum(1 for _ in _split_or_missing(report))
     for p in shown:
         groups = "n/a" if p.logprob_groups is None else str(p.logprob_groups)
         split = cell(p.split.text) if p.split is not None else ""
@@ -213,7 +245,7 @@ def _markdown(report: AggregateReport, max_prompts: int) -> Iterator[str]:
             yield f"| {label} | {n} |"
         yield ""
     shown_divergences = hidden = 0
-    for p in (p for p in report.prompts if p.completions > 1 or p.missing):
+    for _, p in _split_or_missing(report):
         for variant in p.variants[1:]:
             c = variant.comparison
             if c is None or c.divergence is None:
