@@ -528,7 +528,6 @@ class AggregatePrompts(Sequence[PromptAggregate]):
         """The in-step prompts' places, for merging with the ones settled at the end."""
         self._late: list[tuple[int, int]] = []
         self._data: Any = b""
-        self._done = False
 
     # -- written while the traces are read ------------------------------------------------
 
@@ -587,7 +586,6 @@ class AggregatePrompts(Sequence[PromptAggregate]):
         self._places = array("q")
         if self._end:
             self._data = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-        self._done = True
 
     # -- read -----------------------------------------------------------------------------
 
@@ -699,11 +697,6 @@ class AggregatePrompts(Sequence[PromptAggregate]):
                 high = offset - offset % mmap.PAGESIZE
                 release(mmap.MADV_DONTNEED, low, high - low)
                 low = high
-
-    def close(self) -> None:
-        if isinstance(self._data, mmap.mmap):
-            self._data.close()
-        self._file.close()
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence):
