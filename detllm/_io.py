@@ -146,7 +146,8 @@ class LineSource:
                 return
             self.line += 1
             if data[-1:] == b"\n":
-                yield self.line, data[:-1]
+                data = data[:-1]  # the line with its newline goes now, not at the next line
+                yield self.line, data
             elif len(data) == limit:
                 self._skip_rest_of_line()
                 yield self.line, None

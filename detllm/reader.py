@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from ._canonical import ProvedLine, prove_canonical_line
 from ._io import DEFAULT_MAX_LINE_BYTES, LineSource
 from ._json_errors import DECODE_ERRORS, REPEATED_MEMBER, duplicate_member, explain
 from .errors import IncompleteTraceError, NewerMinorVersionWarning, TraceFormatError, UnsupportedVersionError
@@ -128,6 +129,14 @@ class TraceReader:
             for field, problem in row_problems(row, self.header):
                 raise TraceFormatError(self.path, line, field, problem)
         return row
+
+    def prove_line(self, raw: bytes) -> ProvedLine | None:
+        """The row line ``raw`` (from :meth:`raw_rows`), proved to be one that
+        :meth:`decode_row` accepts and in canonical form, with its top-k steps checked a
+        part at a time instead of decoded whole (:func:`~detllm._canonical.prove_canonical_line`);
+        for :meth:`~detllm.writer.TraceWriter.write_line`. None proves nothing:
+        :meth:`decode_row` the line, which names any problem."""
+        return prove_canonical_line(raw, self.header) if self.check_rows else None
 
     # -- internals -------------------------------------------------------------------
 

@@ -360,17 +360,30 @@ def row_problems(row: Row, header: Header) -> Iterator[tuple[str, str]]:
         logprobs = row.logprobs
         n = len(row.token_ids)
         chosen = logprobs if logprobs is not None and len(logprobs) == n else [None] * n
-        if not _steps_are_plainly_valid(row.token_ids, chosen, top, header.logprobs.top_k):
-            for i, step in enumerate(top):
-                problems = list(step_problems(i, step, header.logprobs.top_k, row.token_ids[i], chosen[i]))
-                if problems:  # the first bad step speaks for the row
-                    yield from problems
-                    break
-    if row.batch is not None:
-        if row.batch.position >= row.batch.size:
-            yield "batch.position", f"{row.batch.position} is outside a batch of {row.batch.size}"
-        if row.batch.size > header.batch.size:
-            yield "batch.size", f"{row.batch.size} exceeds the header's batch.size ({header.batch.size})"
+        yield from top_k_problems(row.token_ids, chosen, top, header.logprobs.top_k)
+    yield from placement_problems(row.batch, header)
+
+
+def top_k_problems(
+    token_ids: Sequence[int], chosen: Sequence[float | None], steps: list[list[tuple[int, float]]], top_k: int, first: int = 0
+) -> Iterator[tuple[str, str]]:
+    """The first broken rule of the top-k ``steps`` (:func:`step_problems`), which are the
+    row's steps from index ``first`` on, with their chosen tokens and logprobs."""
+    if not _steps_are_plainly_valid(token_ids, chosen, steps, top_k):
+        for i, step in enumerate(steps):
+            problems = list(step_problems(first + i, step, top_k, token_ids[i], chosen[i]))
+            if problems:  # the first bad step speaks for the row
+                yield from problems
+                return
+
+
+def placement_problems(batch: Placement | None, header: Header) -> Iterator[tuple[str, str]]:
+    """The rules of a row's ``batch`` placement."""
+    if batch is not None:
+        if batch.position >= batch.size:
+            yield "batch.position", f"{batch.position} is outside a batch of {batch.size}"
+        if batch.size > header.batch.size:
+            yield "batch.size", f"{batch.size} exceeds the header's batch.size ({header.batch.size})"
 
 
 def row_shape_problems(row: RowShape, header: Header) -> Iterator[tuple[str, str]]:
@@ -416,9 +429,12 @@ def row_shape_problems(row: RowShape, header: Header) -> Iterator[tuple[str, str
 
 
 def _steps_are_plainly_valid(
-    token_ids: list[int], chosen: list[float] | list[None], top: list[list[tuple[int, float]]], top_k: int
+    token_ids: Sequence[int], chosen: Sequence[float | None], top: list[list[tuple[int, float]]], top_k: int
 ) -> bool:
-    """A fast check that passes almost every valid row; a row it rejects gets the exact check."""
+    """A fast check that passes almost every valid row; a row it rejects gets the exact check.
+
+    Steps it passes list each id once and their logprobs strictly descending, so they
+    are also in canonical order."""
     for token, value, step in zip(token_ids, chosen, top):
         if not step:
             continue

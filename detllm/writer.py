@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-import msgspec
-
+from ._canonical import ProvedLine, canonical_row, encodes_as, is_canonical, prove_canonical_line
 from .trace import Footer, Header, Row, encode, header_problems, row_problems
 
-__all__ = ["PARTIAL_SUFFIX", "TraceWriter", "write_trace"]
+__all__ = ["PARTIAL_SUFFIX", "TraceWriter", "canonical_row", "is_canonical", "write_trace"]
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -63,16 +61,31 @@ class TraceWriter:
         is not copied again to be canonicalised and encoded."""
         if self._closed:
             raise ValueError("write to a closed TraceWriter")
-        line = raw if raw is not None and is_canonical(row) and _encodes_as(row, raw) else None
+        line = raw if raw is not None and is_canonical(row) and encodes_as(row, raw) else None
         if line is None:
             row = canonical_row(row)
         for field, problem in row_problems(row, self.header):
             raise ValueError(f"row {row.prompt_id!r}: {field}: {problem}")
-        if row.prompt_id in self._ids:
-            raise ValueError(f"row {row.prompt_id!r}: prompt_id: duplicate prompt id")
-        self._ids.add(row.prompt_id)
-        if line is None:
-            line = encode(row)
+        self._append(row.prompt_id, encode(row) if line is None else line)
+
+    def write_line(self, line: ProvedLine) -> bool:
+        """Append a row line proved valid and canonical (:meth:`~detllm.reader.TraceReader.prove_line`)
+        as it is: a large line is so checked a part at a time, never decoded whole. A line
+        proved under another header is proved again under this one. False, and nothing
+        written, when that fails: decode the line and :meth:`write` the row."""
+        if self._closed:
+            raise ValueError("write to a closed TraceWriter")
+        if line.header is not self.header:
+            proved = prove_canonical_line(line.raw, self.header)
+            if proved is None:
+                return False
+        self._append(line.prompt_id, line.raw)
+        return True
+
+    def _append(self, prompt_id: str, line: bytes) -> None:
+        if prompt_id in self._ids:
+            raise ValueError(f"row {prompt_id!r}: prompt_id: duplicate prompt id")
+        self._ids.add(prompt_id)
         for part in (line, b"\n"):  # not joined: a copy of a large line
             self._digest.update(part)
             self._file.write(part)
@@ -117,99 +130,6 @@ class TraceWriter:
             self.close()
         else:
             self.abandon()
-
-
-def canonical_row(row: Row) -> Row:
-    """Return ``row`` in canonical form, raising ValueError on non-finite values."""
-    logprobs = row.logprobs
-    if logprobs is not None:
-        logprobs = [float(v) for v in logprobs]
-        for i, value in enumerate(logprobs):
-            if not math.isfinite(value):
-                raise ValueError(f"row {row.prompt_id!r}: logprobs[{i}]: {value!r} is not a finite number")
-    top = row.top_logprobs
-    if top is not None:
-        top = [_canonical_step(row.prompt_id, i, step) for i, step in enumerate(top)]
-    texts = row.token_texts
-    if texts is not None:
-        texts = {int(k): texts[k] for k in sorted(texts, key=int)}
-    return Row(
-        prompt_id=str(row.prompt_id),
-        input_token_ids=[int(t) for t in row.input_token_ids],
-        token_ids=[int(t) for t in row.token_ids],
-        logprobs=logprobs,
-        top_logprobs=top,
-        finish_reason=row.finish_reason,
-        token_texts=texts,
-        prompt=row.prompt,
-        batch=row.batch,
-        ranks=None if row.ranks is None else [int(r) for r in row.ranks],
-    )
-
-
-def is_canonical(row: Row) -> bool:
-    """``row`` is what :func:`canonical_row` makes of it, checked without a copy: every
-    top-k step sorted by descending logprob then token id, with finite logprobs, and
-    ``token_texts`` sorted by id. (A decoded row has the field types already.)"""
-    finite = math.isfinite
-    for value in row.logprobs or ():
-        if type(value) is not float or not finite(value):
-            return False
-    for step in row.top_logprobs or ():
-        previous: tuple[int, float] | None = None
-        for entry in step:
-            token, value = entry
-            if type(token) is not int or type(value) is not float or not finite(value):
-                return False
-            if previous is not None and (-previous[1], previous[0]) > (-value, token):
-                return False
-            previous = entry
-    texts = row.token_texts
-    if texts is not None:
-        keys = list(texts)
-        if any(type(k) is not int for k in keys) or keys != sorted(keys):
-            return False
-    return True
-
-
-_STEPS_AT_ONCE = 4096
-_NULL_TOP = b'"top_logprobs":null'
-
-
-def _encodes_as(row: Row, raw: bytes) -> bool:
-    """``encode(row) == raw``, with the top-k steps encoded a few thousand at a time
-    (they are most of a large row), so that no second copy of the line is made."""
-    top = row.top_logprobs
-    if top is None or len(top) <= _STEPS_AT_ONCE:
-        return encode(row) == raw
-    rest = encode(msgspec.structs.replace(row, top_logprobs=None))
-    at = rest.find(_NULL_TOP)
-    head, tail = rest[: at + len(_NULL_TOP) - len(b"null")], rest[at + len(_NULL_TOP) :]
-    view = memoryview(raw)
-    end = len(view) - len(tail)
-    if view[: len(head)] != head or view[end:] != tail or view[len(head) : len(head) + 1] != b"[":
-        return False
-    pos = len(head) + 1
-    for start in range(0, len(top), _STEPS_AT_ONCE):
-        chunk = msgspec.json.encode(top[start : start + _STEPS_AT_ONCE])
-        part = chunk[1:-1] if start == 0 else b"," + chunk[1:-1]
-        if view[pos : pos + len(part)] != part:
-            return False
-        pos += len(part)
-    return pos + 1 == end and view[pos:end] == b"]"
-
-
-def _canonical_step(prompt_id: str, index: int, step: Iterable[tuple[int, float]]) -> list[tuple[int, float]]:
-    entries: list[tuple[int, float]] = []
-    for token, value in step:
-        value = float(value)
-        if value == -math.inf:
-            continue  # probability zero: not an alternative
-        if not math.isfinite(value):
-            raise ValueError(f"row {prompt_id!r}: top_logprobs[{index}]: {value!r} is not a finite number")
-        entries.append((int(token), value))
-    entries.sort(key=lambda entry: (-entry[1], entry[0]))
-    return entries
 
 
 def write_trace(path: str | os.PathLike[str], header: Header, rows: Iterable[Row]) -> Path:

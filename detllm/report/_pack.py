@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from .._canonical import CHUNK_BYTES as LARGE_LINE
 from .._escape import code, code_block, markdown
 from .._claim import DirectoryClaim
 from ..diff import DiffOptions, diff_traces, rebuild_check_report
@@ -383,7 +384,8 @@ def _filter_trace(
     footer (None for a trace that did not finish) and the target's.
 
     Rows are read as raw lines and one at a time. A kept row is decoded, checked as the
-    reader checks it, and written; of the others only the prompt id is read (as ``diff``
+    reader checks it, and written (a line of a megabyte or more is proved so a part at a
+    time and copied, when it can be); of the others only the prompt id is read (as ``diff``
     reads rows it finds byte-identical), for the duplicate check, which keeps fingerprints.
     The footer's digest is checked as the lines pass.
     """
@@ -404,7 +406,10 @@ def _filter_trace(
                         if pid in written:  # a repeat the ids on disk hold: the first one is the error
                             seen.check()
                         # Checked as the reader checks it; written as read when already canonical.
-                        writer.write(row if row is not None else reader.decode_row(line, raw), raw)
+                        # A large line is proved so a part at a time, not decoded whole.
+                        proved = reader.prove_line(raw) if row is None and len(raw) >= LARGE_LINE else None
+                        if proved is None or not writer.write_line(proved):
+                            writer.write(row if row is not None else reader.decode_row(line, raw), raw)
                         written.add(pid)
                 seen.check()
             except TraceFormatError:

@@ -159,3 +159,74 @@ def test_a_pack_writes_its_run_config_as_capture_does(tmp_path: Path) -> None:
         write_document(again, json.loads(path.read_bytes()))
         assert again.read_bytes() == path.read_bytes(), path
     assert not list((tmp_path / "pack").rglob("*.partial"))
+
+
+def _run_with_a_large_row(directory: Path, big: bytes | None = None) -> tuple[Path, bytes]:
+    """A run directory whose trace holds a small row and a row of more than a megabyte
+    (``big``, its line as given, or its canonical line), third line of the trace."""
+    import random
+
+    from detllm._canonical import CHUNK_BYTES
+    from detllm.trace import Decoding, encode
+    from tests.diff._traces import row
+
+    steps = 10_000
+    head = header(decoding=Decoding(do_sample=False, max_new_tokens=steps))
+    small, large = row("small", random.Random(1), 3), row("big", random.Random(2), steps)
+    canonical = encode(large)
+    assert len(canonical) > CHUNK_BYTES
+    directory.mkdir()
+    trace = write(directory / "trace.jsonl", [small, large], head)
+    if big is not None:
+        lines = trace.read_bytes().splitlines()
+        body = [lines[1], big]
+        digest = hashlib.sha256(b"".join(line + b"\n" for line in body)).hexdigest()
+        footer = json.dumps({"record": "footer", "rows": 2, "digest": f"sha256:{digest}"}, separators=(",", ":"))
+        trace.write_bytes(b"\n".join([lines[0], *body, footer.encode()]) + b"\n")
+    document = {"format": "detllm.run_config", "version": "1.0", "command": None,
+                "config": {"model": "test/model", "backend": "hf", "max_new_tokens": steps},
+                "prompts": [{"id": "small", "prompt": "x"}, {"id": "big", "prompt": "y"}]}  # fmt: skip
+    (directory / "run_config.json").write_text(json.dumps(document))
+    (directory / "env.json").write_text("{}\n")
+    determinism = {"format": "detllm.determinism", "version": "1.0", "mode": "best-effort", "complete": True, "unavailable": {}}
+    (directory / "determinism_applied.json").write_text(json.dumps(determinism))
+    return trace, canonical
+
+
+def test_a_large_kept_row_is_copied_as_read_and_never_decoded_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from detllm.reader import TraceReader
+
+    trace, _ = _run_with_a_large_row(tmp_path / "run")
+    decoded: list[int] = []
+    decode_row = TraceReader.decode_row
+
+    def recorded(self: TraceReader, line: int, raw: bytes):  # type: ignore[no-untyped-def]
+        decoded.append(len(raw))
+        return decode_row(self, line, raw)
+
+    monkeypatch.setattr(TraceReader, "decode_row", recorded)
+    assert main(["pack", str(tmp_path / "run"), "--all", "--out", str(tmp_path / "pack"), "-q"]) == 0
+    assert (tmp_path / "pack" / "trace.jsonl").read_bytes() == trace.read_bytes()
+    assert decoded and max(decoded) < 10_000  # the small row only
+
+
+def test_a_large_row_not_canonical_is_written_canonical_and_a_broken_one_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, canonical = _run_with_a_large_row(tmp_path / "probe")
+    spaced = canonical.replace(b"]],[[", b"]], [[", 1)  # valid JSON, the same row
+    trace, _ = _run_with_a_large_row(tmp_path / "spaced", spaced)
+    assert main(["pack", str(tmp_path / "spaced"), "--all", "--out", str(tmp_path / "a"), "-q"]) == 0
+    assert (tmp_path / "a" / "trace.jsonl").read_bytes().splitlines()[2] == canonical
+    # Step 7000's first two entries swapped: out of order, deep in the line.
+    step = msgspec.json.decode(canonical)["top_logprobs"][7000]
+    old = msgspec.json.encode(step)
+    new = msgspec.json.encode([step[1], step[0], *step[2:]])
+    assert canonical.count(old) == 1
+    trace, _ = _run_with_a_large_row(tmp_path / "broken", canonical.replace(old, new))
+    assert main(["pack", str(tmp_path / "broken"), "--all", "--out", str(tmp_path / "b"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.strip().endswith(
+        f"{trace}:3: top_logprobs[7000][1]: entries must be sorted by descending logprob, then ascending token id"
+    ), err
+    assert not (tmp_path / "b").exists()

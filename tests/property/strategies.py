@@ -58,6 +58,18 @@ def traces(draw: st.DrawFn, max_rows: int = 5):  # type: ignore[no-untyped-def]
     return header, [draw(rows(pid, top_k, max_tokens)) for pid in ids]
 
 
+def json_paths(value: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """The path (keys and indexes) of ``value`` and of every value inside it."""
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found.extend(json_paths(item, (*prefix, key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found.extend(json_paths(item, (*prefix, index)))
+    return found
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),

@@ -15,8 +15,8 @@ from detllm.cli import main
 from detllm.writer import write_trace
 
 from ..factories import make_header, make_row
-from .strategies import json_values
-from .test_format_properties import _paths, _replace
+from .strategies import json_paths, json_values
+from .test_format_properties import _replace
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -47,7 +47,7 @@ def test_one_mutated_field(capsys: pytest.CaptureFixture[str], data: st.DataObje
         lines = right.read_bytes().splitlines()
         index = data.draw(st.integers(0, len(lines) - 1))
         record = msgspec.json.decode(lines[index])
-        where = data.draw(st.sampled_from(_paths(record)[1:]))
+        where = data.draw(st.sampled_from(json_paths(record)[1:]))
         lines[index] = msgspec.json.encode(_replace(record, where, data.draw(json_values)))
         right.write_bytes(b"\n".join(lines) + b"\n")
         _run(["diff", str(left), str(right)], capsys, right)

@@ -14,7 +14,7 @@ from detllm import TraceFormatError, open_trace, validate_trace, write_trace
 from detllm.writer import canonical_row
 
 from ..factories import make_header, make_row
-from .strategies import json_values, traces
+from .strategies import json_paths, json_values, traces
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -124,17 +124,6 @@ def test_gzip_truncation_at_every_byte_offset_is_detected(tmp_path: Path) -> Non
     assert gzip.decompress(full)  # the uncut file is a whole gzip stream
 
 
-def _paths(value: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-    found = [prefix]
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found.extend(_paths(item, (*prefix, key)))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found.extend(_paths(item, (*prefix, index)))
-    return found
-
-
 def _replace(value: object, path: tuple[object, ...], new: object) -> object:
     if not path:
         return new
@@ -153,7 +142,7 @@ def test_one_mutated_field_gives_only_format_errors(data: st.DataObject) -> None
         lines = path.read_bytes().splitlines()
         index = data.draw(st.integers(0, len(lines) - 1))
         record = msgspec.json.decode(lines[index])
-        where = data.draw(st.sampled_from(_paths(record)[1:]))
+        where = data.draw(st.sampled_from(json_paths(record)[1:]))
         lines[index] = msgspec.json.encode(_replace(record, where, data.draw(json_values)))
         path.write_bytes(b"\n".join(lines) + b"\n")
         _check_only_format_errors(path)
