@@ -260,8 +260,6 @@ def server_check(
     progress: Progress | None = None,
 ) -> Any:
     """``detllm check --backend openai``: the check directory and its report (a CheckResult)."""
-    from .check import CheckResult
-
     prompts = checked_prompts(prompts)
     if asked.runs < 1:
         raise UsageError(f"runs must be at least 1, got {asked.runs}")

@@ -14,7 +14,6 @@ Exit status: 0 when the replay was written, 2 when it could not be done.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import msgspec

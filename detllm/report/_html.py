@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._numbers import count, num
+from .._numbers import num
 from ..diff.model import DiffReport, PromptResult, Token, TopEntry
 from ..diff.options import CHECK_FIELDS, comparison_arguments
 from ._text import tier_word

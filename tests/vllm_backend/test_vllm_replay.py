@@ -44,7 +44,7 @@ def agreement(a: list, b: list) -> float:
         assert (x.prompt_id, x.token_ids) == (y.prompt_id, y.token_ids)
         for i, (lx, ly) in enumerate(zip(x.logprobs, y.logprobs, strict=True)):
             worst = max(worst, abs(lx - ly))
-            (best_x, vx), (best_y, vy) = x.top_logprobs[i][0], y.top_logprobs[i][0]
+            (best_x, vx), (best_y, _) = x.top_logprobs[i][0], y.top_logprobs[i][0]
             second = x.top_logprobs[i][1][1] if len(x.top_logprobs[i]) > 1 else -1e9
             if vx - second > 10 * TOLERANCE:  # not a near tie: the two agree on the order
                 assert best_x == best_y and x.ranks[i] == y.ranks[i]
