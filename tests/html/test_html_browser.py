@@ -240,7 +240,9 @@ def test_a_server_check_page_shows_its_concurrency_table(
             ".map(tr => [...tr.cells].map(td => td.textContent)))"))
         assert [[int(row[0]), int(row[1]), int(row[2])] for row in table] == [
             [level["concurrency"], level["odd"], level["completions"]] for level in answer["levels"]]
-        assert table[0][1] == "0" and int(table[1][1]) >= 2
+        # The fake server flips a completion that shares the server when its delay ends:
+        # all but the last of three at once, unless the machine is slow to send them.
+        assert table[0][1] == "0" and int(table[1][1]) >= 1
         ids = json.loads(tab.evaluate(
             "JSON.stringify([...document.querySelectorAll('table.concurrency-prompts td:first-child code')]"
             ".map(c => c.textContent))"))
