@@ -71,11 +71,11 @@ class TraceWriter:
     def write_line(self, line: ProvedLine) -> bool:
         """Append a row line proved valid and canonical (:meth:`~detllm.reader.TraceReader.prove_line`)
         as it is: a large line is so checked a part at a time, never decoded whole. A line
-        proved under another header is proved again under this one. False, and nothing
-        written, when that fails: decode the line and :meth:`write` the row."""
+        proved under another header (one not equal) is proved again under this one. False,
+        and nothing written, when that fails: decode the line and :meth:`write` the row."""
         if self._closed:
             raise ValueError("write to a closed TraceWriter")
-        if line.header is not self.header:
+        if line.header != self.header:
             proved = prove_canonical_line(line.raw, self.header)
             if proved is None:
                 return False
