@@ -6,7 +6,7 @@ and through nothing else:
 
 - :func:`text` for a terminal: control characters (C0, C1, DEL), line and paragraph
   separators, bidi overrides and isolates, zero-width and other invisible format
-  characters and lone surrogates become visible escapes (``\\x1b``, ``\\n``,
+  characters, unassigned code points and lone surrogates become visible escapes (``\\x1b``, ``\\n``,
   ``\\u202e``); a backslash is doubled so that an escape cannot be forged.
 - :func:`markdown` for Markdown text (a paragraph, a heading, a table cell): the
   characters of :func:`text`, then HTML metacharacters as entities and Markdown
@@ -31,9 +31,11 @@ import unicodedata
 __all__ = ["code", "code_block", "html", "markdown", "text"]
 
 _NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_INVISIBLE = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))
+_INVISIBLE = frozenset(("Cc", "Cf", "Cn", "Cs", "Zl", "Zp"))
 """Categories shown as escapes: controls, format characters (bidi, zero-width,
-BOM, tags), surrogates, line and paragraph separators."""
+BOM, tags), code points unassigned in this Python's Unicode (U+E0000 beside the
+tags, noncharacters: a newer terminal may draw them as anything, or as nothing),
+surrogates, line and paragraph separators."""
 
 _SAFE_ASCII = re.compile(r"[ -\[\]-~]*")
 """Printable ASCII without the backslash: :func:`text` leaves such a string as is."""

@@ -29,6 +29,8 @@ def test_text_escapes_are_the_familiar_ones() -> None:
     assert _escape.text("a\nb\tc\rd") == "a\\nb\\tc\\rd"
     assert _escape.text("\\x1b") == "\\\\x1b"  # a backslash cannot forge an escape
     assert _escape.text("plain text, café") == "plain text, café"
+    # Unassigned code points (U+E0000 sits beside the tags; U+FDD0 is a noncharacter).
+    assert _escape.text("\U000e0000\ufdd0") == "\\U000e0000\\ufdd0"
 
 
 @pytest.mark.parametrize("attack", ATTACKS)

@@ -92,6 +92,7 @@ ATTACKS = [
     "zero\u200bwidth \u200f mark \ufeff bom",
     "line\u2028para\u2029sep",
     "tag \U000e0041 char",
+    "unassigned \U000e0000 \U0010ffff \ufdd0 points",
     "<script>alert(1)</script>",
     "<img src=x onerror=alert(1)>",
     "</details>",
