@@ -28,8 +28,12 @@ VERSION = "1.0"
 REPLAY_VERSION = "1.1"
 """The version of a replay trace: 1.1 added ``Header.replay`` and ``Row.ranks``."""
 
+STEPS_VERSION = "1.2"
+"""The version of a trace whose batches an engine may spread over several scheduler steps:
+1.2 added ``Placement.step``."""
+
 SUPPORTED_MAJOR = 1
-SUPPORTED_MINOR = 1
+SUPPORTED_MINOR = 2
 
 LOGPROB_SEMANTICS = ("raw", "processed", "none")
 """``raw``: log-softmax of the model's logits. ``processed``: after the sampling
@@ -169,12 +173,16 @@ class Header(_Record, kw_only=True, tag="header"):
     replay: Replay | None = None
 
 
-class Placement(msgspec.Struct, kw_only=True):
+class Placement(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Where a row sat: batch ``index`` (0-based), ``position`` in it, and its ``size``."""
 
     index: Count
     position: Count
     size: Positive
+    step: Count | None = None
+    """(1.2) The engine step, counted from 0 at its batch's first, in which the row was
+    first scheduled; set on every row of a batch the engine spread over several steps
+    (a token budget per step with chunked prefill), left out otherwise."""
 
 
 class Row(_Record, kw_only=True, tag="row"):
@@ -241,9 +249,10 @@ def encode(record: Header | Row | Footer) -> bytes:
 
     Keys in definition order, no whitespace, every field written, floats in their
     shortest round-trip form. Equal records give equal bytes. The members added in
-    1.1 (``replay``, ``ranks``) are the one exception to "every field written": they
-    are left out when null, so a trace that uses nothing of 1.1 keeps the bytes (and
-    the digest) a 1.0 writer gives it. Being the last fields, they are cut off the end.
+    1.1 (``replay``, ``ranks``) and 1.2 (``batch.step``) are the one exception to
+    "every field written": they are left out when null, so a trace that uses none of
+    them keeps the bytes (and the digest) a 1.0 writer gives it. Being the last fields
+    of their records, they are cut off the end (``Placement`` omits its own).
     """
     raw = _encoder.encode(record)
     if type(record) is Row:
@@ -306,8 +315,13 @@ _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 def at_least_1_1(header: Header) -> bool:
     """Whether the header's version admits the members added in 1.1 (``replay``, ``ranks``)."""
+    return at_least(header, 1)
+
+
+def at_least(header: Header, minor: int) -> bool:
+    """Whether the header's version is ``1.minor`` or later."""
     version = parse_version(header.version)
-    return version is not None and version >= (1, 1)
+    return version is not None and version >= (1, minor)
 
 
 def free_form_problem(value: Any, path: str) -> tuple[str, str] | None:
@@ -384,6 +398,8 @@ def placement_problems(batch: Placement | None, header: Header) -> Iterator[tupl
             yield "batch.position", f"{batch.position} is outside a batch of {batch.size}"
         if batch.size > header.batch.size:
             yield "batch.size", f"{batch.size} exceeds the header's batch.size ({header.batch.size})"
+        if batch.step is not None and not at_least(header, 2):
+            yield "batch.step", f"needs trace version 1.2 or later, the header says {header.version!r}"
 
 
 def row_shape_problems(row: RowShape, header: Header) -> Iterator[tuple[str, str]]:
@@ -510,7 +526,7 @@ def row_members_unique(raw: bytes, row: Row) -> bool:
     A proof by counting, fast enough for every row: outside strings, each member of
     every object holds exactly one ``:``, so the line's colons are its members plus the
     colons inside its strings. A canonical row has its 10 members (11 with ``ranks``),
-    one per token text and 3 in ``batch``; any repeated or unknown member makes the count larger. False
+    one per token text and 3 in ``batch`` (4 with ``step``); any repeated or unknown member makes the count larger. False
     means "not proved" (a non-canonical row, an escaped colon): the caller then asks
     :func:`detllm._json_errors.duplicate_member`, which is exact.
     """
@@ -526,7 +542,7 @@ def row_members_unique(raw: bytes, row: Row) -> bool:
         _ROW_MEMBERS
         + (row.ranks is not None)
         + len(texts or ())
-        + (_PLACEMENT_MEMBERS if row.batch is not None else 0)
+        + (_PLACEMENT_MEMBERS + (row.batch.step is not None) if row.batch is not None else 0)
     )
     if not members_unique(raw, members, colons):
         return False

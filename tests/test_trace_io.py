@@ -148,7 +148,7 @@ def _with_version(tmp_path: Path, version: str) -> Path:
 
 def test_newer_minor_version_is_read_with_a_warning(tmp_path: Path) -> None:
     path = _with_version(tmp_path, "1.7")
-    with pytest.warns(NewerMinorVersionWarning, match="trace version 1.7 is newer than 1.1"):
+    with pytest.warns(NewerMinorVersionWarning, match="trace version 1.7 is newer than 1.2"):
         reader = open_trace(path)
     with reader:
         assert len(list(reader)) == 1
@@ -162,7 +162,7 @@ def test_other_major_version_is_refused(tmp_path: Path) -> None:
 
 
 def test_newer_minor_skips_unknown_records(tmp_path: Path) -> None:
-    path = _with_version(tmp_path, "1.2")
+    path = _with_version(tmp_path, "1.3")
     lines = path.read_bytes().splitlines(keepends=True)
     # An unknown record type is covered by the digest; rebuild the footer to match.
     import hashlib

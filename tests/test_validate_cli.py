@@ -66,7 +66,7 @@ def test_fixtures_are_what_the_generator_makes() -> None:
 def test_newer_minor_version_warns_but_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "fixtures/traces/valid/newer-minor.jsonl"]) == 0
     _, err = capsys.readouterr()
-    assert "warning: fixtures/traces/valid/newer-minor.jsonl: trace version 1.3 is newer than 1.1" in err
+    assert "warning: fixtures/traces/valid/newer-minor.jsonl: trace version 1.3 is newer than 1.2" in err
 
 
 def test_directory_expands_to_its_traces(capsys: pytest.CaptureFixture[str]) -> None:

@@ -34,6 +34,10 @@ class BackendDescription:
     device: str
     settings: dict[str, Any] = field(default_factory=dict)
     """Everything else that changes numerics (attention implementation, engine options)."""
+    splits_batches: bool = False
+    """The engine may spread a batch over several scheduler steps (chunked prefill under
+    a token budget per step): its rows then say in which step each was first scheduled
+    (``Placement.step``, trace version 1.2)."""
 
 
 class Backend(Protocol):
@@ -67,7 +71,8 @@ class Backend(Protocol):
         """Generate for exactly these prompts, together as one batch.
 
         Returns one row per prompt, in order, with ``batch`` placement left for the
-        caller to fill in.
+        caller to fill in; only a backend that ``splits_batches`` sets it, to a placement
+        whose ``step`` the caller keeps.
         """
         ...
 

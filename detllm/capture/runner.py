@@ -23,7 +23,7 @@ import msgspec
 from .._claim import DirectoryClaim
 from .._version import __version__
 from ..errors import UsageError
-from ..trace import Batch, Decoding, Header, Logprobs, Placement, Row, Software, row_problems
+from ..trace import STEPS_VERSION, VERSION, Batch, Decoding, Header, Logprobs, Placement, Row, Software, row_problems
 from ..writer import TraceWriter, canonical_row
 from ..rundir import (
     write_document,
@@ -216,7 +216,8 @@ class CaptureSession:
         for index, members in enumerate(batches):
             rows = self.backend.generate([prompts[i] for i in members], decoding, top_k=top_k, logprob_mode=logprobs)  # type: ignore[arg-type]
             for position, (prompt_index, row) in enumerate(zip(members, rows)):
-                placed = msgspec.structs.replace(row, batch=Placement(index=index, position=position, size=len(members)))
+                step = row.batch.step if row.batch is not None else None  # where the engine spread the batch
+                placed = msgspec.structs.replace(row, batch=Placement(index=index, position=position, size=len(members), step=step))
                 yield prompt_index, placed
             if on_batch is not None:
                 on_batch(index + 1, len(batches))
@@ -224,6 +225,7 @@ class CaptureSession:
     def _header(self, decoding: Decoding, batch: Batch, top_k: int, semantics: str, labels: dict[str, str] | None) -> Header:
         description = self.backend.describe()
         return Header(
+            version=STEPS_VERSION if description.splits_batches and batch.size > 1 else VERSION,
             producer=Software(name="detllm", version=__version__),
             created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
             backend=description.backend,

@@ -3,8 +3,10 @@
 One ``vllm.LLM`` engine per process, created once and reused for every repeat and
 batch size. A batch is submitted as one group: scheduling is paused while its
 requests are queued, so the scheduler sees all of them in its first step, and the
-first-scheduled times vLLM reports are checked to confirm it. The engine's
-``max_num_seqs`` is the largest batch size of the check.
+first-scheduled times vLLM reports are checked to confirm it. Only under chunked
+prefill with a token budget too small for every sequence at once may a batch be spread
+over several steps; each row then records the step in which it was first scheduled
+(``Placement.step``). The engine's ``max_num_seqs`` is the largest batch size of the check.
 
 vLLM starts its engine core in a child process with the ``spawn`` method: a script
 that creates this backend must guard its entry point with
@@ -23,7 +25,7 @@ from typing import Any
 import msgspec
 
 from ..errors import CaptureError, DeterminismUnavailableError
-from ..trace import Decoding, Row, Software
+from ..trace import Decoding, Placement, Row, Software
 from .backend import BackendDescription, ForcedSequence, ForcedStep, LogprobMode, Prompt, resolve_decoding, row_seed
 from .env import SECRET, SECRET_WORDS
 from .models import artifacts, resolve_model
@@ -159,6 +161,7 @@ class VLLMBackend:
         self.cached_tokens: dict[str, int | None] = {}
         """Prompt id -> the prompt tokens vLLM took from its prefix cache, for the last run of each prompt."""
         self._settings = self._engine_settings()
+        self._splits = _may_spread_batches(self._settings)
         self._closed = False
 
     # -- Backend protocol ------------------------------------------------------------
@@ -172,6 +175,7 @@ class VLLMBackend:
             dtype=str(model_config.dtype).removeprefix("torch."),
             device=self.device,
             settings=dict(self._settings),
+            splits_batches=self._splits,
         )
 
     def resolve_decoding(self, decoding: Decoding) -> Decoding:
@@ -216,13 +220,14 @@ class VLLMBackend:
             [self._engine_prompt(prompt) for prompt in batch],
             [self._sampling_params(prompt, decoding, top_k) for prompt in batch],
         )
-        _check_scheduled_together(outputs, self._settings.get("max_num_batched_tokens"))
+        steps = _spread(outputs, self._splits, self._settings.get("max_num_batched_tokens"))
         rows = []
-        for prompt, output in zip(batch, outputs):
+        for position, (prompt, output) in enumerate(zip(batch, outputs)):
             self.cached_tokens[prompt.id] = getattr(output, "num_cached_tokens", None)
             row = _row_from_output(prompt, output, top_k)
             ids = [*row.token_ids, *(token for step in row.top_logprobs or [] for token, _ in step)]
-            rows.append(msgspec.structs.replace(row, token_texts=self._token_texts(ids)))
+            placement = None if steps is None else Placement(index=0, position=position, size=len(batch), step=steps[position])
+            rows.append(msgspec.structs.replace(row, token_texts=self._token_texts(ids), batch=placement))
         return rows
 
     # -- replay (Scorer) -------------------------------------------------------------------
@@ -493,23 +498,49 @@ def _normalise_step(entries: Mapping[int, Any], chosen: int, top_k: int) -> tupl
     return value, pairs[:top_k]
 
 
+def _first_steps(outputs: Sequence[Any]) -> list[int] | None:
+    """Each request's engine step, counted from 0 at the batch's first, in which vLLM
+    first scheduled it (its ``scheduled_ts``: one time per step); None when not reported."""
+    times = [getattr(getattr(o, "metrics", None), "scheduled_ts", None) for o in outputs]
+    if None in times:
+        return None
+    order = {time: step for step, time in enumerate(sorted(set(times)))}
+    return [order[time] for time in times]
+
+
 def _scheduled_steps(outputs: Sequence[Any]) -> int | None:
     """In how many engine steps vLLM first scheduled the requests of a batch (None: not reported)."""
-    times = {getattr(getattr(o, "metrics", None), "scheduled_ts", None) for o in outputs}
-    return None if None in times else len(times)
+    steps = _first_steps(outputs)
+    return None if steps is None else len(set(steps))
 
 
-def _check_scheduled_together(outputs: Sequence[Any], budget: object) -> None:
-    """Raise unless vLLM first scheduled every request of the batch in the same step."""
-    times = {getattr(getattr(o, "metrics", None), "scheduled_ts", None) for o in outputs}
-    if None in times:
+def _may_spread_batches(settings: Mapping[str, Any]) -> bool:
+    """Chunked prefill under a token budget per step smaller than a full batch of the
+    longest sequences: the scheduler may then start a batch's requests in turn."""
+    budget, seqs, length = (settings.get(k) for k in ("max_num_batched_tokens", "max_num_seqs", "max_model_len"))
+    if not (settings.get("enable_chunked_prefill") and all(isinstance(v, int) for v in (budget, seqs, length))):
+        return False
+    return budget < seqs * length  # type: ignore[operator]
+
+
+def _spread(outputs: Sequence[Any], may_spread: bool, budget: object) -> list[int] | None:
+    """None when vLLM first scheduled every request of the batch in the same step; each
+    request's step when it spread them and the engine may (``_may_spread_batches``);
+    otherwise the batch did not run as one and the run stops."""
+    steps = _first_steps(outputs)
+    if steps is None:
         raise CaptureError("vLLM reported no scheduling times: cannot confirm that the batch ran together")
-    if len(times) > 1:
-        raise CaptureError(
-            f"vLLM scheduled the {len(outputs)} prompts of this batch in {len(times)} different steps, "
-            f"so they did not run as one batch; the usual cause is a token budget per step "
-            f"(max_num_batched_tokens={budget}) too small for them: raise the option max_num_batched_tokens"
-        )
+    spread = len(set(steps))
+    if spread == 1:
+        return None
+    if may_spread:
+        return steps
+    raise CaptureError(
+        f"vLLM scheduled the {len(outputs)} prompts of this batch in {spread} different steps, "
+        f"so they did not run as one batch; the usual cause is a token budget per step "
+        f"(max_num_batched_tokens={budget}) too small for them: raise the option max_num_batched_tokens "
+        f"(with enable_chunked_prefill=true the batch is recorded as spread over steps instead)"
+    )
 
 
 # -- generic helpers ------------------------------------------------------------------

@@ -22,8 +22,9 @@ from ._model import (
 from ._options import DiffOptions
 
 REPORT_FORMAT = "detllm.report"
-REPORT_VERSION = "1.1"
-"""1.1 added ``attribution.settings`` (the differing factors by name)."""
+REPORT_VERSION = "1.2"
+"""1.1 added ``attribution.settings`` (the differing factors by name); 1.2 the sweep
+comparison's ``scheduled_steps``."""
 SUPPORTED_MAJOR = 1
 
 Version = Annotated[str, msgspec.Meta(pattern=r"^1\.[0-9]+$")]

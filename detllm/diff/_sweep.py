@@ -9,7 +9,9 @@ from ._engine import diff_traces
 from ._model import CLASSIFICATIONS, TIER1_FAILURES
 from ._options import DiffOptions
 from .._numbers import count
+from ..reader import open_trace
 from ..rundir import read_document
+from ..trace import at_least
 from ._sweep_model import (
     SWEEP_FILE,
     SWEEP_FORMAT,
@@ -45,7 +47,22 @@ def compare_with(baseline: Path, path: Path, options: DiffOptions, name: str, ro
         logprobs_stable=sum(r.status == "identical" for r in results) if logprobs else None,
         divergent=[r.prompt_id for r in results if r.status in TIER1_FAILURES],
         classification=report.classification,
+        scheduled_steps=scheduled_steps(path),
     )
+
+
+def scheduled_steps(path: Path) -> int | None:
+    """The most engine steps over which one batch of the trace at ``path`` was first
+    scheduled, from its rows' ``batch.step`` (trace 1.2); None when no batch was spread."""
+    with open_trace(path) as reader:
+        if not at_least(reader.header, 2):
+            return None  # before 1.2 no row says so
+        spread: dict[int, int] = {}
+        for row in reader:
+            batch = row.batch
+            if batch is not None and batch.step is not None:
+                spread[batch.index] = max(spread.get(batch.index, 1), batch.step + 1)
+    return max(spread.values(), default=None)
 
 
 def _probe(counters: PrefixCounters) -> PrefixProbe:

@@ -95,6 +95,10 @@ class SweepComparison(_Struct):
     divergent: list[str]
     """Ids of the prompts whose tokens differ from the baseline's."""
     classification: str
+    scheduled_steps: int | None = None
+    """The most engine steps over which one batch of the trace was first scheduled (its
+    rows' ``batch.step``, trace 1.2): the engine started that batch's prompts in turn,
+    not together. Null when every batch started in one step."""
 
 
 class PrefixProbe(_Struct):

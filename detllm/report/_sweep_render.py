@@ -45,6 +45,17 @@ def _rows(variant: SweepVariant) -> list[tuple[str, SweepComparison | None]]:
     return [(f"{variant.name} ({c.role})", c) for c in variant.comparisons]
 
 
+def _spread(variant: SweepVariant) -> Iterator[tuple[str, str]]:
+    """(label, note) for each trace of the variant whose engine started a batch's prompts in turn."""
+    for label, c in _rows(variant):
+        if c is not None and c.scheduled_steps is not None:
+            yield label, (
+                f"a batch was spread over up to {c.scheduled_steps} engine steps: its prompts were first "
+                "scheduled in turn, not together (chunked prefill under a token budget per step), so the "
+                "variant also changed which sequences ran in the same step"
+            )
+
+
 def _applied(variant: SweepVariant) -> str:
     return ", ".join(f"{k}={_value(v)}" for k, v in variant.applied.items())
 
@@ -72,6 +83,8 @@ def sweep_text(sweep: SweepReport, tier: int) -> Iterator[str]:
             yield from paragraph(f"{variant.name}: read back from the engine ({where}): {clip(_applied(variant), WIDTH * 3)}")
         if variant.prefix_cache is not None:
             yield from paragraph(f"{variant.name}: {variant.prefix_cache.text}")
+        for label, note in _spread(variant):
+            yield from paragraph(f"{label}: {note}")
     yield from paragraph(sweep.verdict.text, "")
 
 
@@ -101,6 +114,8 @@ def sweep_markdown(sweep: SweepReport, tier: int) -> Iterator[str]:
             yield f"- {_code(variant.name)}: read back from the engine: {_code(_applied(variant))}"
         if variant.prefix_cache is not None:
             yield f"- {_code(variant.name)}: {cell(variant.prefix_cache.text)}"
+        for label, note in _spread(variant):
+            yield f"- {_code(label)}: {cell(note)}"
     yield ""
     yield cell(sweep.verdict.text)
     yield ""
@@ -135,6 +150,7 @@ def sweep_html(sweep: SweepReport, tier: int) -> Iterator[str]:
             notes.append(f"{variant.name}: read back from the engine ({where}): {_applied(variant)}")
         if variant.prefix_cache is not None:
             notes.append(f"{variant.name}: {variant.prefix_cache.text}")
+        notes.extend(f"{label}: {note}" for label, note in _spread(variant))
     if notes:
         yield "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>"
     yield f'<p id="sweep-text">{esc(sweep.verdict.text)}</p>'

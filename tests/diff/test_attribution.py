@@ -94,7 +94,7 @@ def test_reordered_rows_are_noted_even_in_memory(tmp_path: Path) -> None:
 def test_a_report_names_its_version(tmp_path: Path) -> None:
     rows = t.rows(1)
     document = msgspec.json.decode(render_json(_pair(tmp_path, rows, rows)))
-    assert document["version"] == "1.1" and document["setup"]["attribution"]["settings"] == []
+    assert document["version"] == "1.2" and document["setup"]["attribution"]["settings"] == []
 
 
 def test_atol_is_shown_with_why_tier2_still_fails(tmp_path: Path) -> None:

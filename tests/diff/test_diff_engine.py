@@ -354,7 +354,7 @@ def test_report_round_trips_through_json(tmp_path: Path) -> None:
     b = write(tmp_path / "b.jsonl", [base[0], flip_at(base[1], 2), drift(base[2], -1e-3)])
     report = diff_traces(a, b, DiffOptions(tier=2))
     data = report.to_dict()
-    assert (data["format"], data["version"], data["kind"]) == ("detllm.report", "1.1", "diff")
+    assert (data["format"], data["version"], data["kind"]) == ("detllm.report", "1.2", "diff")
     again = DiffReport.from_dict(json.loads(json.dumps(data)))
     assert again.to_dict() == data
     assert again.exit_code() == report.exit_code() == 1

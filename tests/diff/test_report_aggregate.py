@@ -106,7 +106,7 @@ def test_duplicate_prompt_in_a_later_run(tmp_path: Path) -> None:
 def test_round_trip(tmp_path: Path) -> None:
     report = aggregate_traces(make_runs(tmp_path))
     data = report.to_dict()
-    assert (data["kind"], data["version"]) == ("aggregate", "1.1")
+    assert (data["kind"], data["version"]) == ("aggregate", "1.2")
     assert AggregateReport.from_dict(json.loads(json.dumps(data))).to_dict() == data
 
 

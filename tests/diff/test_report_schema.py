@@ -55,7 +55,7 @@ def test_written_report_directories_validate(tmp_path: Path, monkeypatch: pytest
         for path in (out / "report.json", out / "diffs" / "first_divergence.json"):
             data = json.loads(path.read_text())
             check.validate(data)
-            assert data["format"] == "detllm.report" and data["version"] == "1.1"
+            assert data["format"] == "detllm.report" and data["version"] == "1.2"
 
 
 def test_the_schema_rejects_what_detllm_would_never_write() -> None:

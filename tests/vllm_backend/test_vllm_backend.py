@@ -151,7 +151,7 @@ def test_seeded_sampling_repeats_and_seeds_diverge(engine) -> None:
 
 
 def test_batch_size_changes_what_the_scheduler_sees(engine) -> None:
-    from detllm.capture.vllm import _check_scheduled_together
+    from detllm.capture.vllm import _spread
 
     assert engine.describe().settings["max_num_seqs"] == 4
     decoding = engine.resolve_decoding(GREEDY)
@@ -161,9 +161,11 @@ def test_batch_size_changes_what_the_scheduler_sees(engine) -> None:
     assert len({o.metrics.scheduled_ts for o in together}) == 1  # one scheduler step for all four
     one_by_one = [engine._run_batch([prompt], [param])[0] for prompt, param in zip(prompts, params)]
     assert len({o.metrics.scheduled_ts for o in one_by_one}) == 4
-    _check_scheduled_together(together, 0)
+    assert _spread(together, False, 0) is None and _spread(together, True, 0) is None
     with pytest.raises(CaptureError, match="in 4 different steps"):
-        _check_scheduled_together(one_by_one, 0)
+        _spread(one_by_one, False, 0)
+    assert _spread(one_by_one, True, 0) == [0, 1, 2, 3]  # an engine that may spread a batch says how
+    assert engine.describe().splits_batches is False  # no chunked prefill under a small budget here
     with pytest.raises(CaptureError, match="exceeds max_batch_size"):
         engine.generate([*PROMPTS, Prompt(id="fifth", text="one more")], GREEDY, top_k=K, logprob_mode="raw")
 

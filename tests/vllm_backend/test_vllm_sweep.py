@@ -124,3 +124,48 @@ def test_the_table_follows_the_traces(swept: tuple[Path, int, str]) -> None:
         assert variant.name in stdout
     # The measurement, for the record: which settings changed the output on this machine.
     print({v.name: (v.status, v.classification, [c.divergent for c in v.comparisons]) for v in report.sweep.variants})
+
+
+@pytest.fixture(scope="module")
+def swept_in_batches(model_dir: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """Chunked prefill at batch size 4: 16 tokens a step cannot start four prompts of
+    about 25 tokens together, so vLLM spreads each batch over several steps."""
+    base = tmp_path_factory.mktemp("vllm-sweep-batch")
+    prompts = base / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": t}) + "\n" for i, t in enumerate(TEXTS)))
+    out = base / "check"
+    command = [
+        sys.executable, "-m", "detllm", "check", "--model", model_dir, "--backend", "vllm", "--device", "cpu",
+        "--runs", "2", "--batch-size", "4", "--max-new-tokens", "8", "--prompt-file", str(prompts),
+        "--backend-option", "max_model_len=256", "--sweep", "enable_chunked_prefill=true", "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=_environment(), capture_output=True, text=True, timeout=1200, check=False)
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    return out, done.stdout
+
+
+def test_chunked_prefill_at_a_batch_size_above_one_runs_and_says_how_batches_started(
+    swept_in_batches: tuple[Path, str],
+) -> None:
+    from detllm.reader import open_trace
+
+    out, stdout = swept_in_batches
+    report = load_report(out / "report.json")
+    assert isinstance(report, CheckReport) and report.sweep is not None
+    (variant,) = report.sweep.variants
+    assert variant.status == "run", variant.reason
+    (comparison,) = variant.comparisons
+    with open_trace(out / "traces" / f"{comparison.trace}.jsonl") as reader:
+        assert reader.header.version == "1.2" and reader.header.batch.size == 4
+        rows = list(reader)
+    assert all(r.batch is not None and r.batch.step is not None for r in rows)
+    steps = [r.batch.step for r in rows if r.batch is not None]
+    # vLLM's own first-scheduled times: the four prompts started in turn, the first at once.
+    assert min(steps) == 0 and len(set(steps)) > 1
+    assert comparison.scheduled_steps == max(steps) + 1
+    with open_trace(out / report.sweep.baseline) as reader:
+        # The baseline's token budget starts every batch in one step: nothing to record.
+        assert reader.header.version == "1.0"
+        assert all(r.batch is not None and r.batch.step is None for r in reader)
+    assert f"spread over up to {comparison.scheduled_steps} engine steps" in " ".join(stdout.split())
+    print({"steps": steps, "divergent": comparison.divergent, "classification": comparison.classification})
