@@ -378,6 +378,21 @@ def row_problems(row: Row, header: Header) -> Iterator[tuple[str, str]]:
     yield from placement_problems(row.batch, header)
 
 
+def row_rules_key(header: Header) -> tuple[object, ...]:
+    """What the row rules (:func:`row_problems`) read of a header. A row line is valid
+    under two headers with the same key or under neither, so a reader that checked it
+    under one header need not check it under the other; under headers with different
+    keys, the same bytes must be checked under each."""
+    return (
+        header.logprobs.semantics == "none",
+        header.logprobs.top_k,
+        header.decoding.max_new_tokens,
+        header.batch.size,
+        at_least(header, 1),
+        at_least(header, 2),
+    )
+
+
 def top_k_problems(
     token_ids: Sequence[int], chosen: Sequence[float | None], steps: list[list[tuple[int, float]]], top_k: int, first: int = 0
 ) -> Iterator[tuple[str, str]]:

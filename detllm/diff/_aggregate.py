@@ -39,7 +39,7 @@ from ._rows import RowProblem, SideRow, decode_row, prompt_id_decoder, prompt_id
 from ._seen import ID_BUFFER, ID_PARTITIONS, IdLog
 from ..errors import InputError, NewerMinorVersionWarning, TraceFormatError, UsageError
 from ..reader import TraceReader, open_trace
-from ..trace import Header
+from ..trace import Header, row_rules_key
 from ..writer import PARTIAL_SUFFIX
 from ._aggregate_model import (
     AggregateReport,
@@ -155,6 +155,9 @@ class _Aggregation:
         self.prompts: AggregatePrompts | None = None
         self.logprobs = True
         self.contexts: dict[tuple[int, int], Context] = {}
+        self.rule_runs: list[int] = []
+        """One run per distinct set of row rules, when the headers' rules differ: a row
+        shared byte for byte is then checked under each (it may break one of them)."""
         self.positions: Counter[int] = Counter()
         self.disagreeing: set[int] = set()
         self.classes: Counter[str] = Counter()
@@ -176,6 +179,10 @@ class _Aggregation:
 
     def read_all(self) -> None:
         self.logprobs = all(h.logprobs.semantics != "none" for h in self.headers)
+        groups: dict[tuple[object, ...], int] = {}
+        for run, header in enumerate(self.headers):
+            groups.setdefault(row_rules_key(header), run)
+        self.rule_runs = list(groups.values()) if len(groups) > 1 else []
         self.prompts = AggregatePrompts(len(self.files), self.logprobs)
         try:
             self._read()
@@ -214,6 +221,8 @@ class _Aggregation:
                     self._step(rows)
                     break
             else:  # the same bytes in every trace
+                for run in self.rule_runs:
+                    self.readers[run].decode_row(rows[run][0], raw)
                 try:
                     light = decode(raw)
                 except DECODE_ERRORS:
@@ -315,6 +324,8 @@ class _Aggregation:
         keys = prompt.rows.get(digest)
         if keys is None:
             keys = prompt.rows[digest] = self._new_row(prompt, run, line, raw, keep)
+        elif self.rule_runs:
+            self.readers[run].decode_row(line, raw)  # checked under another header's rules
         token_key, logprob_key = keys
         variant = prompt.variants[token_key]
         variant.runs.append(run)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
@@ -148,8 +148,12 @@ class Aligner:
         right: TraceReader,
         buffer_bytes: int,
         left_digest: Future[str | None] | None = None,
+        check_same: Callable[[int, int, bytes], None] | None = None,
     ) -> None:
         self.left = left
+        self.check_same = check_same
+        """Called with both line numbers and the bytes of each row the traces share byte
+        for byte, when their headers' row rules differ (the row may break one of them)."""
         self.right = right
         self.buffer_bytes = buffer_bytes
         self.buffered = 0
@@ -249,6 +253,8 @@ class Aligner:
             if shared and lraw == rraw:
                 update("shared", lraw)
                 pid = self._id("left", lline, lraw)
+                if self.check_same is not None:
+                    self.check_same(lline, rline, lraw)
                 if log is None:
                     if pid in waiting_left or pid in waiting_right or not add(pid):
                         self._duplicate("left" if pid in waiting_left or pid in matched else "right", lline, rline, pid)
@@ -280,6 +286,8 @@ class Aligner:
                         log.add("left", lpid, li, lline)
                         log.add("right", rpid, ri, rline)
                     if lraw == rraw:
+                        if self.check_same is not None:
+                            self.check_same(lline, rline, lraw)
                         yield Same(lpid, li, ri)
                     else:
                         yield Pair(lpid, li, lline, lraw, ri, rline, rraw, lpos, rpos)

@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from ..errors import NewerMinorVersionWarning, TraceFormatError, UsageError
 from ..reader import TraceReader, open_trace
-from ..trace import Header, Row
+from ..trace import Header, Row, row_rules_key
 from ._align import Aligner, Only, Pair, Same
 from ._analysis import Context, compare, identical_encoded, unmatched
 from ._header import compare_setup, with_input_evidence
@@ -141,7 +141,8 @@ class _Comparison:
         pool = PairPool(self.ctx, self.workers, paths) if self.workers > 1 and can_fork() else None
         try:
             left_digest = pool.digest(self.left.path) if pool is not None else None
-            aligner = Aligner(self.left, self.right, self.options.buffer_bytes, left_digest)
+            check = self._check_both if row_rules_key(self.left.header) != row_rules_key(self.right.header) else None
+            aligner = Aligner(self.left, self.right, self.options.buffer_bytes, left_digest, check)
             try:
                 self._read(aligner, pool)
             except TraceFormatError:
@@ -159,7 +160,10 @@ class _Comparison:
         """Each event of the aligner: a result, or a pair for a worker."""
         add = self._add
         statuses, classes, append = self.statuses, self.classes, self.results.append_encoded
+        check = aligner.check_same
         for event in aligner:
+            if check is not None and type(event) is Pair and event.left_raw == event.right_raw:
+                check(event.left_line, event.right_line, event.left_raw)
             if type(event) is Same:
                 statuses["identical"] += 1
                 classes["identical"] += 1
@@ -251,6 +255,12 @@ class _Comparison:
         except RowProblem as problem:
             self._bad(reader, line, raw, problem)
         return row
+
+    def _check_both(self, left_line: int, right_line: int, raw: bytes) -> None:
+        """A row both traces hold byte for byte, under headers whose row rules differ:
+        checked under each (it may break the rules of one), as ``validate`` would."""
+        self.left.decode_row(left_line, raw)
+        self.right.decode_row(right_line, raw)
 
     @staticmethod
     def _bad(reader: TraceReader, line: int, raw: bytes, problem: RowProblem) -> NoReturn:
