@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 
+from ._json_errors import DECODE_ERRORS
 FORMAT = "detllm.trace"
 """Value of the header's ``format`` field."""
 
@@ -391,6 +392,59 @@ def row_rules_key(header: Header) -> tuple[object, ...]:
         at_least(header, 1),
         at_least(header, 2),
     )
+
+
+class _RuleFields(msgspec.Struct):
+    """The members of a row line that the header-dependent row rules read, as little
+    decoded as they allow."""
+
+    token_ids: list[msgspec.Raw]
+    top_logprobs: msgspec.Raw
+    batch: msgspec.Raw = msgspec.Raw(b"null")
+    ranks: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_rule_fields_decoder = msgspec.json.Decoder(_RuleFields)
+_steps_decoder = msgspec.json.Decoder(list[list[msgspec.Raw]] | None)
+_placement_decoder = msgspec.json.Decoder(Placement | None)
+_NULL = b"null"
+
+
+def may_break_other_rules(raw: bytes, header: Header, other: Header) -> bool:
+    """Whether the row line ``raw`` may break a rule of ``header`` that reads a header
+    field where ``header`` and ``other`` differ (:func:`row_rules_key`): a quick filter
+    for a row two traces share byte for byte, before the exact check. False means those
+    rules hold; True means "not proved" (the caller checks the row in full under
+    ``header``). Where two headers differ, a row judged differently under them is
+    always flagged under one of them."""
+    if row_rules_key(header) == row_rules_key(other):
+        return False
+    try:
+        fields = _rule_fields_decoder.decode(raw)
+    except DECODE_ERRORS:
+        return True
+    none = header.logprobs.semantics == "none"
+    if none != (other.logprobs.semantics == "none"):
+        return True  # every logprob rule changes: the full check decides
+    if len(fields.token_ids) > header.decoding.max_new_tokens:
+        return True
+    if header.logprobs.top_k != other.logprobs.top_k and not none:
+        try:
+            steps = _steps_decoder.decode(fields.top_logprobs)
+        except DECODE_ERRORS:
+            return True
+        if steps is not None and any(len(step) > header.logprobs.top_k for step in steps):
+            return True
+    if bytes(fields.ranks) != _NULL and not at_least(header, 1):
+        return True
+    if bytes(fields.batch) != _NULL and (header.batch.size != other.batch.size or at_least(header, 2) != at_least(other, 2)):
+        try:
+            batch = _placement_decoder.decode(fields.batch)
+        except DECODE_ERRORS:
+            return True
+        if batch is not None and any(True for _ in placement_problems(batch, header)):
+            return True
+    return False
 
 
 def top_k_problems(

@@ -39,7 +39,7 @@ from ._rows import RowProblem, SideRow, decode_row, prompt_id_decoder, prompt_id
 from ._seen import ID_BUFFER, ID_PARTITIONS, IdLog
 from ..errors import InputError, NewerMinorVersionWarning, TraceFormatError, UsageError
 from ..reader import TraceReader, open_trace
-from ..trace import Header, row_rules_key
+from ..trace import Header, may_break_other_rules, row_rules_key
 from ..writer import PARTIAL_SUFFIX
 from ._aggregate_model import (
     AggregateReport,
@@ -221,8 +221,8 @@ class _Aggregation:
                     self._step(rows)
                     break
             else:  # the same bytes in every trace
-                for run in self.rule_runs:
-                    self.readers[run].decode_row(rows[run][0], raw)
+                if self.rule_runs:
+                    self._check_shared(rows, raw)
                 try:
                     light = decode(raw)
                 except DECODE_ERRORS:
@@ -240,6 +240,16 @@ class _Aggregation:
                 self.classes["identical"] += 1
                 self.tier1_stable += 1
                 self.tier2_stable += 1
+
+    def _check_shared(self, rows: tuple[tuple[int, bytes] | None, ...], raw: bytes) -> None:
+        """A row every trace holds byte for byte, under headers whose row rules differ:
+        checked in full under each header whose rules it may break."""
+        headers = self.headers
+        for run in self.rule_runs:
+            if any(may_break_other_rules(raw, headers[run], headers[other]) for other in self.rule_runs if other != run):
+                item = rows[run]
+                assert item is not None
+                self.readers[run].decode_row(item[0], raw)
 
     def _bad_row(self, run: int, line: int, raw: bytes) -> NoReturn:
         reader = self.readers[run]

@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from ..errors import NewerMinorVersionWarning, TraceFormatError, UsageError
 from ..reader import TraceReader, open_trace
-from ..trace import Header, Row, row_rules_key
+from ..trace import Header, Row, may_break_other_rules, row_rules_key
 from ._align import Aligner, Only, Pair, Same
 from ._analysis import Context, compare, identical_encoded, unmatched
 from ._header import compare_setup, with_input_evidence
@@ -259,8 +259,11 @@ class _Comparison:
     def _check_both(self, left_line: int, right_line: int, raw: bytes) -> None:
         """A row both traces hold byte for byte, under headers whose row rules differ:
         checked under each (it may break the rules of one), as ``validate`` would."""
-        self.left.decode_row(left_line, raw)
-        self.right.decode_row(right_line, raw)
+        left, right = self.left, self.right
+        if may_break_other_rules(raw, left.header, right.header):
+            left.decode_row(left_line, raw)
+        if may_break_other_rules(raw, right.header, left.header):
+            right.decode_row(right_line, raw)
 
     @staticmethod
     def _bad(reader: TraceReader, line: int, raw: bytes, problem: RowProblem) -> NoReturn:
