@@ -44,20 +44,27 @@ def _environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
 
 
-@pytest.fixture(scope="module")
-def swept(model_dir: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
-    base = tmp_path_factory.mktemp("vllm-sweep")
+def _check(model_dir: str, base: Path, *options: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """``detllm check`` of the four prompts on vLLM, 8 tokens each, two runs, in a process of its own."""
     prompts = base / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": t}) + "\n" for i, t in enumerate(TEXTS)))
     out = base / "check"
     command = [
         sys.executable, "-m", "detllm", "check", "--model", model_dir, "--backend", "vllm", "--device", "cpu",
-        "--runs", "2", "--batch-size", "1", "--max-new-tokens", "8", "--prompt-file", str(prompts),
-        "--backend-option", "max_model_len=256", "--backend-option", f"block_size={BLOCK}",
-        "--sweep", "enable_prefix_caching=true,false", "--sweep", "enable_chunked_prefill=true",
-        "--sweep", "max_num_seqs=4", "--sweep", "batch_invariant=true", "--out", str(out),
+        "--runs", "2", "--max-new-tokens", "8", "--prompt-file", str(prompts),
+        "--backend-option", "max_model_len=256", *options, "--out", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=_environment(), capture_output=True, text=True, timeout=1200, check=False)
+    return out, done
+
+
+@pytest.fixture(scope="module")
+def swept(model_dir: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
+    out, done = _check(
+        model_dir, tmp_path_factory.mktemp("vllm-sweep"), "--batch-size", "1", "--backend-option", f"block_size={BLOCK}",
+        "--sweep", "enable_prefix_caching=true,false", "--sweep", "enable_chunked_prefill=true",
+        "--sweep", "max_num_seqs=4", "--sweep", "batch_invariant=true",
+    )  # fmt: skip
     assert done.returncode in (0, 1, 2), done.stderr[-2000:]
     return out, done.returncode, done.stdout
 
@@ -130,16 +137,8 @@ def test_the_table_follows_the_traces(swept: tuple[Path, int, str]) -> None:
 def swept_in_batches(model_dir: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """Chunked prefill at batch size 4: 16 tokens a step cannot start four prompts of
     about 25 tokens together, so vLLM spreads each batch over several steps."""
-    base = tmp_path_factory.mktemp("vllm-sweep-batch")
-    prompts = base / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": t}) + "\n" for i, t in enumerate(TEXTS)))
-    out = base / "check"
-    command = [
-        sys.executable, "-m", "detllm", "check", "--model", model_dir, "--backend", "vllm", "--device", "cpu",
-        "--runs", "2", "--batch-size", "4", "--max-new-tokens", "8", "--prompt-file", str(prompts),
-        "--backend-option", "max_model_len=256", "--sweep", "enable_chunked_prefill=true", "--out", str(out),
-    ]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, env=_environment(), capture_output=True, text=True, timeout=1200, check=False)
+    out, done = _check(model_dir, tmp_path_factory.mktemp("vllm-sweep-batch"), "--batch-size", "4",
+                       "--sweep", "enable_chunked_prefill=true")
     assert done.returncode in (0, 1), done.stderr[-2000:]
     return out, done.stdout
 
