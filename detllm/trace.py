@@ -383,7 +383,8 @@ def row_rules_key(header: Header) -> tuple[object, ...]:
     """What the row rules (:func:`row_problems`) read of a header. A row line is valid
     under two headers with the same key or under neither, so a reader that checked it
     under one header need not check it under the other; under headers with different
-    keys, the same bytes must be checked under each."""
+    keys, the same bytes must be checked under each for the rules that read a field
+    where they differ (:func:`may_break_other_rules` tells which rows need it)."""
     return (
         header.logprobs.semantics == "none",
         header.logprobs.top_k,
